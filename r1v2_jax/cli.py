@@ -1,0 +1,50 @@
+"""The `r1v2` command line: one subcommand per job.
+
+Each subcommand lives in its own module exposing `register(subparsers)`, which adds an
+argparse parser whose `func` default runs the job. Modules are imported lazily so that
+`r1v2 --help` stays fast and a broken optional dependency only affects its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module that registers it
+_COMMANDS = {
+    "convert": "r1v2_jax.convert.cli",
+    "generate": "r1v2_jax.generate.cli",
+    "train": "r1v2_jax.train.cli",
+    "filter-prompts": "r1v2_jax.rl.filter_cli",
+    "demo": "r1v2_jax.demo.cli",
+    "plan": "r1v2_jax.tools.plan",
+    "bench": "r1v2_jax.tools.bench",
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1v2", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = argv[0] if argv and argv[0] in _COMMANDS else None
+    for name, module in _COMMANDS.items():
+        if wanted is not None and name != wanted:
+            sub.add_parser(name)  # placeholder so the name stays valid in --help
+            continue
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as err:
+            if wanted is not None:
+                raise
+            sub.add_parser(name, help=f"(unavailable: {err})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Scaled dot-product attention with grouped KV heads, one function per backend.
+
+`attention(q, k, v, mask, impl=...)` takes q [B, T, Hq, D], k/v [B, S, Hkv, D] and a
+boolean mask [B, T, S] (True = may attend) and returns [B, T, Hq, D]. Hq must be a multiple
+of Hkv (GQA). Softmax is always computed in fp32.
+
+Implementations (chosen by `VLMConfig.attention_impl`):
+  xla    the reference: plain einsums, works everywhere (default on CPU);
+  cudnn  `jax.nn.dot_product_attention(implementation="cudnn")`: flash attention on NVIDIA
+         GPUs (bf16/fp16 inputs);
+  splash Pallas splash attention on TPU, for causal training without a KV cache.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_NEG_INF = -1e30  # finite so fully-masked rows (padding queries) give zeros, not NaN
+
+
+def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, q_segments: jax.Array | None = None,
+                kv_segments: jax.Array | None = None) -> jax.Array:
+    """Boolean [B, T, S] mask: key slot s is visible to query t iff s <= q_slots[b, t], the
+    key slot holds a real token, and (when packing) both are in the same segment.
+
+    q_slots [B, T] int: the cache slot (sequence index) each query occupies.
+    kv_valid [B, S] bool: which key slots hold real tokens.
+    """
+    s = jnp.arange(kv_valid.shape[1], dtype=q_slots.dtype)
+    mask = (s[None, None, :] <= q_slots[:, :, None]) & kv_valid[:, None, :]
+    if q_segments is not None:
+        mask &= q_segments[:, :, None] == kv_segments[:, None, :]
+    return mask
+
+
+def xla_attention(q, k, v, mask, scale):
+    b, t, hq, d = q.shape
+    hkv = k.shape[2]
+    qg = q.reshape(b, t, hkv, hq // hkv, d)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, hq, d)
+
+
+def cudnn_attention(q, k, v, mask, scale):
+    # cuDNN flash attention wants [B, T, N, D] and supports GQA directly.
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=None if mask is None else mask[:, None], scale=scale, implementation="cudnn")
+
+
+def splash_attention(q, k, v, mask, scale, segment_ids=None):
+    """Causal splash attention (TPU). Only for full-sequence causal attention (training /
+    prefill without cache): padding and packing are expressed with segment ids."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import (  # TPU-only import
+        splash_attention_kernel as sk, splash_attention_mask as sm)
+
+    b, t, hq, d = q.shape
+    if k.shape[1] != t:
+        raise ValueError("splash attention serves causal self-attention without a KV cache; "
+                         "use attention_impl='xla' for decoding")
+    hkv = k.shape[2]
+    kernel = sk.make_splash_mha(
+        mask=sm.MultiHeadMask([sm.CausalMask((t, t)) for _ in range(hq)]),
+        head_shards=1, q_seq_shards=1)
+    qh = jnp.swapaxes(q * scale, 1, 2)  # [B, H, T, D]
+    rep = hq // hkv
+    kh = jnp.repeat(jnp.swapaxes(k, 1, 2), rep, axis=1)
+    vh = jnp.repeat(jnp.swapaxes(v, 1, 2), rep, axis=1)
+    seg = segment_ids if segment_ids is not None else jnp.ones((b, t), jnp.int32)
+    out = jax.vmap(lambda qq, kk, vv, ss: kernel(qq, kk, vv, segment_ids=sk.SegmentIds(ss, ss)))(
+        qh, kh, vh, seg)
+    return jnp.swapaxes(out, 1, 2)
+
+
+def attention(q, k, v, mask, *, impl: str = "xla", scale: float | None = None, segment_ids=None):
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if impl == "xla":
+        return xla_attention(q, k, v, mask, scale)
+    if impl == "cudnn":
+        return cudnn_attention(q, k, v, mask, scale)
+    if impl == "splash":
+        return splash_attention(q, k, v, mask, scale, segment_ids)
+    raise ValueError(f"attention_impl must be 'xla', 'cudnn' or 'splash', got {impl!r}")
