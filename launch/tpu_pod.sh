@@ -168,7 +168,7 @@ REMOTE_LOGS="~/r1v2-logs"
 
 # The shell prefix run on each worker: code folder, venv, --env exports.
 remote_prefix() {
-  local prefix="cd ~/$REMOTE_DIR && source ~/$REMOTE_VENV/bin/activate" assignment
+  local prefix="cd ~/$REMOTE_DIR && . ~/$REMOTE_VENV/bin/activate" assignment
   for assignment in "${ENV_VARS[@]}"; do
     prefix+=" && export ${assignment%%=*}=$(shell_join "${assignment#*=}")"
   done
@@ -231,7 +231,8 @@ cmd_train() {
     # setsid: the run gets its own process group, so `kill` can stop all of it.
     on_all_workers "$(remote_prefix) && mkdir -p $REMOTE_LOGS && { setsid nohup $train \
 > $REMOTE_LOGS/$RUN_NAME.log 2>&1 < /dev/null & echo \$! > $REMOTE_LOGS/$RUN_NAME.pid; }"
-    echo "# detached run '$RUN_NAME'; follow it with: launch/tpu_pod.sh --name $NAME --zone $ZONE --run-name $RUN_NAME logs"
+    echo "# detached run '$RUN_NAME'; follow it with: launch/tpu_pod.sh $(shell_join --name "$NAME" "${LOCATION[@]}" \
+      --run-name "$RUN_NAME") logs"
   else
     on_all_workers "$(remote_prefix) && $train"
   fi

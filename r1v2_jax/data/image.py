@@ -113,9 +113,19 @@ def open_image(source: ImageSource) -> Image.Image:
         raise ImageError(f"cannot read image {path}: {err}") from err
 
 
-def image_size_of(source: ImageSource) -> tuple[int, int]:
-    """(width, height) after a full decode, so corrupt files are caught up front."""
-    return open_image(source).size
+def image_size_of(source: ImageSource, *, decode: bool = True) -> tuple[int, int]:
+    """(width, height). With `decode`, the whole image is decoded so that a corrupt or
+    truncated file is caught now; without, only the header is read (fast, weaker)."""
+    if decode or isinstance(source, Image.Image):
+        return open_image(source).size
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ImageError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"cannot read image {path}: {err}") from err
 
 
 def dynamic_tiles(image: Image.Image, *, image_size: int = 448, min_num: int = 1,

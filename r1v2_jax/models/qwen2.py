@@ -151,12 +151,6 @@ class Qwen2(nn.Module):
         hidden = self.norm(x)
         return hidden, (None if cache is None else KVCache(ck, cv))
 
-    def head_kernel(self) -> jax.Array:
-        """The LM head as an [E, V] matrix (the embedding transposed when tied)."""
-        if self.config.text.tie_word_embeddings:
-            return self.embed_tokens.embedding.T
-        return self.lm_head.variables["params"]["kernel"]
-
     def logits(self, hidden):
         if self.config.text.tie_word_embeddings:
             return hidden @ self.embed_tokens.embedding.T.astype(hidden.dtype)

@@ -87,11 +87,16 @@ class VLM(nn.Module):
         logits = self.text.logits(hidden) if return_logits else None
         return VLMOutput(logits=logits, hidden=hidden, cache=cache)
 
-    def head_kernel(self) -> jax.Array:
-        return self.text.head_kernel()
-
     def logits(self, hidden: jax.Array) -> jax.Array:
         return self.text.logits(hidden)
+
+
+def lm_head_kernel(config: VLMConfig, params) -> jax.Array:
+    """The LM head as an [E, V] matrix (the embedding transposed when tied)."""
+    text = params["text"]
+    if config.text.tie_word_embeddings:
+        return text["embed_tokens"]["embedding"].T
+    return text["lm_head"]["kernel"]
 
 
 def dummy_inputs(config: VLMConfig, batch: int = 1) -> tuple[jax.Array, jax.Array]:

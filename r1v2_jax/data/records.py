@@ -1,0 +1,285 @@
+"""JSONL training records, validated up front, and a resumable shuffled order.
+
+Prompt records (RL / SFT), one JSON object per line:
+    {"images": ["img/0.png"], "question": "<image>\\nHow many ...?", "answer": "2",
+     "answer_type": "number"}
+Preference records (MPO / reward model):
+    {"images": [...], "prompt": "...", "chosen": "<think>\\n...", "rejected": "<think>\\n...",
+     "chosen_score": 1.0, "rejected_score": 0.0}          # scores optional
+Both may carry "id" and "meta" (kept as is). Image paths may be relative to the JSONL
+file's folder. A question without `<image>` tags gets one per image (InternVL chat
+convention); otherwise the tags must match the images.
+
+Every problem (bad JSON, missing/extra/mistyped field, empty answer, missing or corrupt
+image, tag mismatch, prompt over the token budget) is a `RecordError` naming file:line and
+field; with on_invalid="skip" the record is dropped and counted by reason instead, so a bad
+line fails at load time, never hours into a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections import Counter
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from r1v2_jax.data.image import ImageError, TilingConfig, image_size_of
+from r1v2_jax.data.prompts import PromptConfig, completion_of, ensure_image_tags, prompt_text
+from r1v2_jax.data.tokenizer import SpecialTokenNames, Tokenizer
+
+ANSWER_TYPES = ("number", "choice", "text", "math")
+ON_INVALID = ("error", "skip")
+
+
+class RecordError(ValueError):
+    def __init__(self, source: str, field: str, reason: str, message: str):
+        super().__init__(f"{source}: field '{field}': {message}")
+        self.source, self.field, self.reason = source, field, reason
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordRules:
+    """What a valid record is. The token budgets need a tokenizer."""
+
+    tiling: TilingConfig = TilingConfig()
+    prompt: PromptConfig = PromptConfig()
+    max_prompt_tokens: int | None = None  # prompt incl. image tokens
+    max_completion_tokens: int | None = None  # preference responses (eos included)
+    decode_images: bool = True  # fully decode each image (catches truncated files)
+    on_invalid: str = "error"  # "error" | "skip"
+
+    def __post_init__(self):
+        if self.on_invalid not in ON_INVALID:
+            raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {self.on_invalid!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptRecord:
+    images: tuple[str, ...]  # resolved paths
+    question: str  # with one image tag per image
+    answer: str
+    answer_type: str
+    num_tiles: tuple[int, ...]
+    prompt_tokens: int | None  # None when no tokenizer was given
+    source: str  # "file:line"
+    meta: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceRecord:
+    images: tuple[str, ...]
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_score: float | None
+    rejected_score: float | None
+    num_tiles: tuple[int, ...]
+    prompt_tokens: int | None
+    source: str
+    meta: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRecords:
+    records: tuple
+    skipped: dict[str, int]  # reason -> count
+    skip_messages: tuple[str, ...]  # the full error of each skipped line
+
+
+def _field(obj: dict, name: str, kind: type | tuple, source: str, required: bool = True):
+    if name not in obj:
+        if required:
+            raise RecordError(source, name, "missing_field", "missing")
+        return None
+    value = obj[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RecordError(source, name, "bad_type",
+                          f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(obj: dict, allowed: set[str], source: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise RecordError(source, unknown[0], "unknown_field",
+                          f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _images(obj: dict, base: str, rules: RecordRules, source: str):
+    paths = _field(obj, "images", list, source, required=False) or []
+    resolved, tiles = [], []
+    for k, p in enumerate(paths):
+        name = f"images[{k}]"
+        if not isinstance(p, str) or not p:
+            raise RecordError(source, name, "bad_type", "expected a non-empty path string")
+        full = p if os.path.isabs(p) else os.path.join(base, p)
+        if not os.path.exists(full):
+            raise RecordError(source, name, "image_missing", f"image not found: {full}")
+        try:
+            w, h = image_size_of(full, decode=rules.decode_images)
+        except ImageError as err:
+            raise RecordError(source, name, "image_corrupt", str(err)) from err
+        resolved.append(full)
+        tiles.append(rules.tiling.num_tiles(w, h))
+    return tuple(resolved), tuple(tiles)
+
+
+def _prompt_tokens(text_field: str, text: str, tiles, tokenizer, rules, source) -> int | None:
+    tagged = ensure_image_tags(text, len(tiles), rules.prompt.image_tag)
+    try:
+        full = prompt_text(tagged, tiles, rules.prompt,
+                           tokenizer.names if tokenizer is not None else SpecialTokenNames())
+    except ValueError as err:
+        raise RecordError(source, text_field, "image_tags", str(err)) from err
+    if tokenizer is None:
+        return None
+    n = len(tokenizer.encode(full))
+    if rules.max_prompt_tokens is not None and n > rules.max_prompt_tokens:
+        raise RecordError(source, text_field, "prompt_too_long",
+                          f"prompt is {n} tokens (images included), budget "
+                          f"{rules.max_prompt_tokens}")
+    return n
+
+
+def _nonempty(obj: dict, name: str, source: str, reason: str) -> str:
+    value = _field(obj, name, str, source)
+    if not value.strip():
+        raise RecordError(source, name, reason, "empty")
+    return value
+
+
+def parse_prompt_record(obj: dict, base: str, source: str, rules: RecordRules,
+                        tokenizer: Tokenizer | None) -> PromptRecord:
+    _check_keys(obj, {"images", "question", "answer", "answer_type", "id", "meta"}, source)
+    images, tiles = _images(obj, base, rules, source)
+    question = _nonempty(obj, "question", source, "empty_question")
+    answer = _nonempty(obj, "answer", source, "empty_answer")
+    answer_type = _field(obj, "answer_type", str, source)
+    if answer_type not in ANSWER_TYPES:
+        raise RecordError(source, "answer_type", "bad_answer_type",
+                          f"{answer_type!r} is not one of {ANSWER_TYPES}")
+    n = _prompt_tokens("question", question, tiles, tokenizer, rules, source)
+    return PromptRecord(images, ensure_image_tags(question, len(tiles), rules.prompt.image_tag),
+                        answer, answer_type, tiles, n, source, obj.get("meta"))
+
+
+def parse_preference_record(obj: dict, base: str, source: str, rules: RecordRules,
+                            tokenizer: Tokenizer | None) -> PreferenceRecord:
+    _check_keys(obj, {"images", "prompt", "chosen", "rejected", "chosen_score",
+                      "rejected_score", "id", "meta"}, source)
+    images, tiles = _images(obj, base, rules, source)
+    prompt = _nonempty(obj, "prompt", source, "empty_prompt")
+    responses = {}
+    for name in ("chosen", "rejected"):
+        text = _nonempty(obj, name, source, f"empty_{name}")
+        try:
+            completion = completion_of(text, rules.prompt)
+        except ValueError as err:
+            raise RecordError(source, name, "bad_response", str(err)) from err
+        if tokenizer is not None and rules.max_completion_tokens is not None:
+            m = len(tokenizer.encode(completion)) + 1  # + <|im_end|>
+            if m > rules.max_completion_tokens:
+                raise RecordError(source, name, "completion_too_long",
+                                  f"{m} tokens, budget {rules.max_completion_tokens}")
+        responses[name] = text
+    if responses["chosen"] == responses["rejected"]:
+        raise RecordError(source, "rejected", "identical_pair", "equals 'chosen'")
+    scores = [_field(obj, k, (int, float), source, required=False)
+              for k in ("chosen_score", "rejected_score")]
+    n = _prompt_tokens("prompt", prompt, tiles, tokenizer, rules, source)
+    return PreferenceRecord(
+        images, ensure_image_tags(prompt, len(tiles), rules.prompt.image_tag),
+        responses["chosen"], responses["rejected"],
+        *(None if s is None else float(s) for s in scores), tiles, n, source, obj.get("meta"))
+
+
+def _load(path: str, parse: Callable, rules: RecordRules, tokenizer) -> LoadedRecords:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"records file not found: {path}")
+    budgets = (rules.max_prompt_tokens, rules.max_completion_tokens)
+    if tokenizer is None and any(b is not None for b in budgets):
+        raise ValueError(f"{path}: a token budget is set but no tokenizer was given")
+    base = os.path.dirname(os.path.abspath(path))
+    records, skipped, messages = [], Counter(), []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            source = f"{path}:{lineno}"
+            try:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise RecordError(source, "<line>", "bad_json", f"invalid JSON: {err}")
+                if not isinstance(obj, dict):
+                    raise RecordError(source, "<line>", "bad_json", "expected a JSON object")
+                records.append(parse(obj, base, source, rules, tokenizer))
+            except RecordError as err:
+                if rules.on_invalid == "error":
+                    raise
+                skipped[err.reason] += 1
+                messages.append(str(err))
+    return LoadedRecords(tuple(records), dict(skipped), tuple(messages))
+
+
+def load_prompt_records(path: str | os.PathLike, rules: RecordRules = RecordRules(),
+                        tokenizer: Tokenizer | None = None) -> LoadedRecords:
+    return _load(path, parse_prompt_record, rules, tokenizer)
+
+
+def load_preference_records(path: str | os.PathLike, rules: RecordRules = RecordRules(),
+                            tokenizer: Tokenizer | None = None) -> LoadedRecords:
+    return _load(path, parse_preference_record, rules, tokenizer)
+
+
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataState:
+    """Position in the shuffled stream: the next record is order(epoch)[index]."""
+
+    epoch: int = 0
+    index: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataState":
+        return cls(epoch=int(d["epoch"]), index=int(d["index"]))
+
+
+@functools.lru_cache(maxsize=8)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The record order of one epoch: a permutation that depends only on (n, seed, epoch)."""
+    return tuple(int(i) for i in np.random.default_rng([seed, epoch]).permutation(n))
+
+
+def next_batch(records: Sequence[R], batch_size: int, state: DataState,
+               seed: int) -> tuple[list[R], DataState]:
+    """`batch_size` records from `state` on (crossing into the next epoch if needed)."""
+    if not records:
+        raise ValueError("no records to iterate over")
+    batch, epoch, index = [], state.epoch, state.index
+    while len(batch) < batch_size:
+        if index >= len(records):
+            epoch, index = epoch + 1, 0
+        order = epoch_order(len(records), seed, epoch)
+        take = min(batch_size - len(batch), len(records) - index)
+        batch += [records[i] for i in order[index:index + take]]
+        index += take
+    return batch, DataState(epoch, index)
+
+
+def iterate(records: Sequence[R], seed: int,
+            state: DataState = DataState()) -> Iterator[tuple[R, DataState]]:
+    """Endless (record, state after it); restarting from that state continues exactly."""
+    while True:
+        (record,), state = next_batch(records, 1, state, seed)
+        yield record, state

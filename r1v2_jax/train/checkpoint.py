@@ -1,0 +1,77 @@
+"""Training checkpoints with orbax: async saves every N steps, keep the last K, automatic
+resume from the newest complete checkpoint in the work folder.
+
+A checkpoint holds two items:
+  state  the device pytree (trainable params, optimizer state, step, RNG key, MPO delta...),
+         restored straight into the shardings of a template;
+  host   JSON: data position, SSB buffer, anything host-side (numpy arrays encoded).
+orbax writes into a temporary folder and renames it when complete, so a run killed during a
+write resumes from the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": base64.b64encode(np.ascontiguousarray(obj).tobytes()).decode(),
+                "dtype": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            data = base64.b64decode(obj["__ndarray__"])
+            return np.frombuffer(data, dtype=obj["dtype"]).reshape(obj["shape"]).copy()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
+        self.save_every = int(save_every)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=int(keep), enable_async_checkpointing=async_save, create=True)
+        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                             item_names=("state", "host"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        return self.save_every > 0 and step % self.save_every == 0
+
+    def save(self, step: int, state: Any, host: dict[str, Any], *, force: bool = False) -> bool:
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(_encode(host))), force=force)
+
+    def restore(self, step: int, state_template: Any) -> tuple[Any, dict[str, Any]]:
+        """state_template: a pytree of arrays or jax.ShapeDtypeStruct (with shardings)."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
+        return out.state, _decode(out.host)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,130 @@
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from r1v2_jax.data import synthetic as S
+from r1v2_jax.data.tokenizer import build_demo_tokenizer
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return S.make_dataset(seed=7, n=400)
+
+
+def test_rendered_image_shows_exactly_the_scene(dataset):
+    for ex in (dataset.train + dataset.heldout)[:150]:
+        arr = np.asarray(ex.image())
+        assert arr.shape == (56, 56, 3) and arr.dtype == np.uint8
+        for color, rgb in S.COLORS.items():
+            labels, n = ndimage.label((arr == rgb).all(-1))
+            assert n == ex.scene.count(color=color), (color, ex.scene)
+            areas = sorted(np.bincount(labels.ravel())[1:])
+            # large shapes cover > 200 px, small ones < 200 px at the default geometry
+            assert sum(a > 200 for a in areas) == ex.scene.count(color=color, size="large")
+
+
+def _expected_answer(scene, text):
+    singular = {S.PLURAL[k]: k for k in S.KINDS}
+    if m := re.fullmatch(r"How many (\w+) shapes are there\?", text):
+        return str(sum(s.color == m[1] for s in scene.shapes)), "number"
+    if m := re.fullmatch(r"How many (\w+) plus (\w+) are there\?", text):
+        a, b = singular[m[1]], singular[m[2]]
+        return str(sum(s.kind in (a, b) for s in scene.shapes)), "number"
+    if m := re.fullmatch(r"How many (\w+) are there\?", text):
+        return str(sum(s.kind == singular[m[1]] for s in scene.shapes)), "number"
+    if text == "What color is the largest shape?":
+        (big,) = [s for s in scene.shapes if s.size == "large"]
+        return big.color, "text"
+    if m := re.fullmatch(r"What shape is the (\w+) one\? A\. circle B\. square C\. triangle",
+                         text):
+        (shape,) = [s for s in scene.shapes if s.color == m[1]]
+        return "ABC"["circle square triangle".split().index(shape.kind)], "choice"
+    raise AssertionError(f"unexpected question {text!r}")
+
+
+def test_answers_are_exact(dataset):
+    types = Counter()
+    for ex in dataset.train + dataset.heldout:
+        q = ex.question
+        assert (q.answer, q.answer_type) == _expected_answer(ex.scene, q.text)
+        types[q.qtype] += 1
+    assert set(types) == set(S.QUESTION_TEMPLATES)  # every question type occurs
+
+
+def test_deterministic_and_independent_of_n():
+    a, b = S.make_dataset(3, 60), S.make_dataset(3, 60)
+    assert a == b
+    assert S.make_dataset(4, 60) != a
+    assert S.make_example(3, 10) == S.make_example(3, 10)
+    longer = S.make_dataset(3, 120)
+    assert longer.train[:len(a.train)] == a.train
+
+
+def test_split_is_by_scene_content(dataset):
+    train = {e.scene.signature() for e in dataset.train}
+    held = {e.scene.signature() for e in dataset.heldout}
+    assert not train & held
+    total = len(dataset.train) + len(dataset.heldout)
+    assert total == 400 and 0.03 < len(dataset.heldout) / total < 0.25
+
+
+def test_trace_format_and_answer(dataset):
+    for ex in dataset.train[:100]:
+        trace = S.reasoning_trace(ex.scene, ex.question)
+        m = re.fullmatch(r"<think>\n(.+)\n</think>\n\\boxed\{(.+)\}", trace, flags=re.S)
+        assert m and m[2] == ex.question.answer
+        assert m[1].startswith("I see ")
+        assert not S.hallucinated(trace, ex.scene, ex.question.text)
+
+
+def test_trace_hand_written():
+    scene = S.Scene((S.Shape("circle", "red", "large", 14, 14, 10),
+                     S.Shape("square", "blue", "small", 42, 14, 5),
+                     S.Shape("circle", "red", "small", 14, 42, 5)), 56, (0, 0, 0))
+    q = S.Question("sum_kinds", ("circles", "squares"), "How many circles plus squares are there?",
+                   "3", "number")
+    assert S.reasoning_trace(scene, q) == (
+        "<think>\nI see 1 large red circle, 1 small blue square and 1 small red circle. "
+        "circles: 2. squares: 1. 2 plus 1 is 3.\n</think>\n\\boxed{3}")
+    assert S.describe(scene) == "1 large red circle, 1 small blue square and 1 small red circle"
+
+
+def test_hallucination_detector():
+    scene = S.Scene((S.Shape("circle", "red", "large", 14, 14, 10),
+                     S.Shape("square", "blue", "small", 42, 14, 5)), 56, (0, 0, 0))
+    assert not S.hallucinated("I see a large red circle and a small blue square.", scene)
+    assert S.hallucinated("I see a yellow circle.", scene)  # absent colour
+    assert S.hallucinated("There is a triangle.", scene)  # absent kind
+    assert S.hallucinated("I see 2 triangles.", scene)  # plural form
+    assert S.hallucinated("I see a red square.", scene)  # both present, never together
+    assert S.hallucinated("I see a small red circle.", scene)  # wrong size binding
+    assert not S.hallucinated("Red circle!", scene)  # case-insensitive
+    # repeating the question's words asserts nothing
+    q = "How many yellow shapes are there?"
+    assert not S.hallucinated("yellow shapes: 0.", scene, q)
+    assert S.hallucinated("yellow shapes: 0.", scene)
+
+
+def test_vocabulary_covers_everything_and_is_small(dataset):
+    tok = build_demo_tokenizer(S.vocabulary())
+    unk = tok.token_to_id("<unk>")
+    assert tok.vocab_size < 300
+    for ex in dataset.train[:200]:
+        ids = tok.encode(ex.question.text + S.reasoning_trace(ex.scene, ex.question))
+        assert unk not in ids
+
+
+def test_write_records(tmp_path, dataset):
+    path = S.write_records(dataset.heldout[:3], str(tmp_path), "heldout")
+    lines = [json.loads(x) for x in open(path)]
+    assert len(lines) == 3
+    for rec, ex in zip(lines, dataset.heldout[:3]):
+        assert rec["question"] == "<image>\n" + ex.question.text
+        assert rec["answer"] == ex.question.answer
+        img = np.asarray(Image.open(tmp_path / rec["images"][0]))
+        np.testing.assert_array_equal(img, np.asarray(ex.image()))
