@@ -169,7 +169,9 @@ sbatch_script() {
   echo "export R1V2_VENV=$(shell_join "$VENV")"
   echo
   echo "# JAX coordinator: process 0 runs on the first node of the allocation."
-  echo "coordinator_host=\$(scontrol show hostnames \"\$SLURM_JOB_NODELIST\" | head -n 1)"
+  echo "# (no '| head -n 1': under pipefail, scontrol killed by SIGPIPE would fail the job)"
+  echo "node_names=\$(scontrol show hostnames \"\$SLURM_JOB_NODELIST\")"
+  echo "coordinator_host=\${node_names%%\$'\\n'*}"
   if [[ -n $PORT ]]; then
     echo "coordinator_port=$PORT"
   else

@@ -190,6 +190,9 @@ def parse_preference_record(obj: dict, base: str, source: str, rules: RecordRule
         raise RecordError(source, "rejected", "identical_pair", "equals 'chosen'")
     scores = [_field(obj, k, (int, float), source, required=False)
               for k in ("chosen_score", "rejected_score")]
+    for k, v in zip(("chosen_score", "rejected_score"), scores):
+        if v is not None and not np.isfinite(v):
+            raise RecordError(source, k, "bad_type", f"not a finite number: {v}")
     n = _prompt_tokens("prompt", prompt, tiles, tokenizer, rules, source)
     return PreferenceRecord(
         images, ensure_image_tags(prompt, len(tiles), rules.prompt.image_tag),
@@ -266,6 +269,9 @@ def next_batch(records: Sequence[R], batch_size: int, state: DataState,
     """`batch_size` records from `state` on (crossing into the next epoch if needed)."""
     if not records:
         raise ValueError("no records to iterate over")
+    if not 0 <= state.index <= len(records):
+        # a position past the end means the records changed since the state was saved
+        raise ValueError(f"data state {state} does not fit {len(records)} records")
     batch, epoch, index = [], state.epoch, state.index
     while len(batch) < batch_size:
         if index >= len(records):

@@ -225,21 +225,32 @@ def grpo_loss(
     advantages: jax.Array,
     mask: jax.Array,
     *,
+    loss_type: str = "grpo",
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    dual_clip: float | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    kl_bias_correction: bool = False,
+    max_completion_length: int | None = None,
+    importance_weights: jax.Array | None = None,
     num_items_in_batch: jax.Array | float | None = None,
-    **options,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """(loss, metrics) of one batch; options as `grpo_loss_terms` (loss_type, eps_low,
-    eps_high, dual_clip, beta, kl_estimator, kl_bias_correction, max_completion_length,
-    importance_weights).
+    """(loss, metrics) of one batch; arguments as `grpo_loss_terms`, metrics as `grpo_metrics`.
 
     num_items_in_batch (dapo only, TRL's argument): the active-token count of the whole
     global batch when this call sees one micro-batch; the loss is then sum m l /
     num_items_in_batch and the micro-batch losses add up to the global one. Default: the
     tokens of this batch.
     """
-    numerator, denominator, sums = grpo_loss_terms(logps, old_logps, ref_logps, advantages, mask, **options)
+    numerator, denominator, sums = grpo_loss_terms(
+        logps, old_logps, ref_logps, advantages, mask, loss_type=loss_type, eps_low=eps_low,
+        eps_high=eps_high, dual_clip=dual_clip, beta=beta, kl_estimator=kl_estimator,
+        kl_bias_correction=kl_bias_correction, max_completion_length=max_completion_length,
+        importance_weights=importance_weights,
+    )
     if num_items_in_batch is not None:
-        if options.get("loss_type", "grpo") != "dapo":
-            raise ValueError("grpo_loss: num_items_in_batch is only used by loss_type='dapo'")
+        if loss_type != "dapo":
+            raise ValueError(f"grpo_loss: num_items_in_batch is only used by loss_type='dapo', got {loss_type!r}")
         denominator = jax.lax.stop_gradient(jnp.asarray(num_items_in_batch, jnp.float32))
     return accumulated_loss(numerator, denominator), grpo_metrics(sums)

@@ -115,6 +115,7 @@ def test_preference_records(folder):
              ({"chosen": ""}, "chosen", "empty_chosen"),
              ({"chosen": "\\boxed{1}"}, "chosen", "bad_response"),
              ({"chosen_score": "high"}, "chosen_score", "bad_type"),
+             ({"rejected_score": float("nan")}, "rejected_score", "bad_type"),
              ({"prompt": " "}, "prompt", "empty_prompt")]
     for change, field, reason in cases:
         path = write(folder / "p.jsonl", [{**good, **change}])
@@ -161,3 +162,5 @@ def test_resume_continues_exactly():
     assert [next(resumed)[0] for _ in range(5)] == full[4:9]
     with pytest.raises(ValueError, match="no records"):
         R.next_batch([], 1, R.DataState(), 0)
+    with pytest.raises(ValueError, match="does not fit 7 records"):
+        R.next_batch(records, 1, R.DataState(epoch=1, index=8), 0)

@@ -71,6 +71,8 @@ class Sandbox:
         path.write_text(body)
         path.chmod(0o755)
 
+    repo_root = REPO_ROOT
+
     @staticmethod
     def commands(stdout: str) -> list[Command]:
         return parse_commands(stdout)

@@ -205,11 +205,11 @@ def test_detached_run_writes_log_and_pid_and_kill_stops_it(sandbox):
     pid_file, log_file = home / "r1v2-logs" / "mpo.pid", home / "r1v2-logs" / "mpo.log"
     pid = int(pid_file.read_text())
     try:
-        assert os.getpgid(pid) == pid  # setsid: its own process group, killed as a whole
         for _ in range(200):  # wait for the fake run to write its first line
             if log_file.exists() and log_file.read_text():
                 break
             time.sleep(0.05)
+        assert os.getpgid(pid) == pid  # setsid: its own process group, killed as a whole
         assert log_file.read_text() == f"started train {' '.join(TRAIN_ARGS)}\n"
         subprocess.run(["bash", "-c", stop], env=env, check=True, timeout=60)
         assert not pid_file.exists()
@@ -220,7 +220,7 @@ def test_detached_run_writes_log_and_pid_and_kill_stops_it(sandbox):
         assert not _alive(pid)
     finally:
         if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

@@ -1,5 +1,7 @@
 """GRPO loss properties: hand-computed cases, REINFORCE equivalence, masking, accumulation, jit."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,22 +17,28 @@ from r1v2_jax.losses import (
 )
 
 B, T, E, V = 8, 6, 5, 11
+OPTIONS = ("loss_type", "eps_low", "eps_high", "dual_clip", "beta", "kl_estimator",
+           "kl_bias_correction", "max_completion_length")
+jit_grpo_loss = jax.jit(grpo_loss, static_argnames=OPTIONS)
 
 
+@functools.cache
 def tiny_policy(seed: int = 0):
     """A linear 'model': fixed hidden states, trainable LM head W; logps = token_logprobs."""
-    k = jax.random.split(jax.random.key(seed), 6)
-    hidden = jax.random.normal(k[0], (B, T, E))
-    targets = jax.random.randint(k[1], (B, T), 0, V)
-    w = jax.random.normal(k[2], (E, V)) * 0.5
-    old = token_logprobs(hidden, w + 0.3 * jax.random.normal(k[3], (E, V)), targets, chunk_size=4)
-    ref = token_logprobs(hidden, w + 0.3 * jax.random.normal(k[4], (E, V)), targets, chunk_size=4)
-    lengths = jnp.array([6, 2, 5, 1, 6, 3, 4, 6])
-    mask = (jnp.arange(T)[None] < lengths[:, None]).astype(jnp.float32)
-    advantages = jax.random.normal(k[5], (B,))
+    rng = np.random.default_rng(seed)
+    hidden = jnp.asarray(rng.normal(size=(B, T, E)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
+    w = jnp.asarray(rng.normal(size=(E, V)) * 0.5, jnp.float32)
+    logprobs = jax.jit(token_logprobs, static_argnames=("chunk_size",))
+    old = logprobs(hidden, w + 0.3 * rng.normal(size=(E, V)).astype(np.float32), targets, chunk_size=4)
+    ref = logprobs(hidden, w + 0.3 * rng.normal(size=(E, V)).astype(np.float32), targets, chunk_size=4)
+    lengths = np.array([6, 2, 5, 1, 6, 3, 4, 6])
+    mask = jnp.asarray(np.arange(T)[None] < lengths[:, None], jnp.float32)
+    advantages = jnp.asarray(rng.normal(size=B), jnp.float32)
 
-    def logps_of(params, rows=slice(None)):
-        return token_logprobs(hidden[rows], params, targets[rows], chunk_size=4)
+    def logps_of(params, start=0, size=B):
+        rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
+        return token_logprobs(rows(hidden), params, rows(targets), chunk_size=4)
 
     return w, logps_of, old, ref, advantages, mask
 
@@ -46,14 +54,14 @@ def test_hand_computed_positive_and_negative_advantage():
     mask = jnp.ones((2, 2))
     # row 0: -min(1.5, 1.2) = -1.2, -min(0.9, 0.9) = -0.9 -> mean -1.05
     # row 1: -min(-1.5, -1.2) = 1.5, -min(-0.7, -0.8) = 0.8 -> mean 1.15
-    loss, metrics = grpo_loss(logps, old, None, adv, mask, loss_type="grpo")
+    loss, metrics = jit_grpo_loss(logps, old, None, adv, mask, loss_type="grpo")
     assert float(loss) == pytest.approx((-1.05 + 1.15) / 2, abs=1e-6)
     assert float(metrics["clip_frac_high"]) == pytest.approx(0.25)  # 1.5 > 1.2 with A > 0
     assert float(metrics["clip_frac_low"]) == pytest.approx(0.25)  # 0.7 < 0.8 with A < 0
     assert float(metrics["clip_frac"]) == pytest.approx(0.5)
     assert float(metrics["ratio_mean"]) == pytest.approx((1.5 + 0.9 + 1.5 + 0.7) / 4)
     # dual clip c = 1.3 caps row 1 token 0 at 1.3: row 1 mean (1.3 + 0.8) / 2
-    loss, metrics = grpo_loss(logps, old, None, adv, mask, dual_clip=1.3)
+    loss, metrics = jit_grpo_loss(logps, old, None, adv, mask, dual_clip=1.3)
     assert float(loss) == pytest.approx((-1.05 + 1.05) / 2, abs=1e-6)
     assert float(metrics["dual_clip_frac"]) == pytest.approx(0.25)
 
@@ -70,17 +78,17 @@ def test_hand_computed_aggregations_and_kl():
         "dapo": (-2.0 * 3 + 1.0) / 4,
     }
     for loss_type, value in expected.items():
-        loss, _ = grpo_loss(logps, None, None, adv, mask, loss_type=loss_type, max_completion_length=10)
+        loss, _ = jit_grpo_loss(logps, None, None, adv, mask, loss_type=loss_type, max_completion_length=10)
         assert float(loss) == pytest.approx(value, abs=1e-6), loss_type
     # k3 with ref = logp + log 2: d = log 2 -> exp(d) - d - 1 = 1 - log 2
     ref = logps + jnp.log(2.0)
-    loss, metrics = grpo_loss(logps, None, ref, adv, mask, loss_type="bnpo", beta=0.1)
+    loss, metrics = jit_grpo_loss(logps, None, ref, adv, mask, loss_type="bnpo", beta=0.1)
     k3 = 1.0 - np.log(2.0)
     assert float(metrics["kl"]) == pytest.approx(k3, abs=1e-6)
     assert float(loss) == pytest.approx(expected["bnpo"] + 0.1 * k3, abs=1e-6)
-    _, metrics = grpo_loss(logps, None, ref, adv, mask, beta=0.1, kl_estimator="k1")
+    _, metrics = jit_grpo_loss(logps, None, ref, adv, mask, beta=0.1, kl_estimator="k1")
     assert float(metrics["kl"]) == pytest.approx(-np.log(2.0), abs=1e-6)
-    _, metrics = grpo_loss(logps, None, ref, adv, mask, beta=0.1, kl_estimator="k2")
+    _, metrics = jit_grpo_loss(logps, None, ref, adv, mask, beta=0.1, kl_estimator="k2")
     assert float(metrics["kl"]) == pytest.approx(0.5 * np.log(2.0) ** 2, abs=1e-6)
     assert float(metrics["entropy_proxy"]) == pytest.approx(np.log(2.0), abs=1e-6)
     assert float(metrics["num_tokens"]) == 4.0
@@ -99,11 +107,12 @@ def test_on_policy_grpo_gradient_is_reinforce_scaled_by_advantage():
         seq_mean = jnp.sum(logps_of(params) * mask, axis=1) / jnp.sum(mask, axis=1)
         return -jnp.mean(adv * seq_mean)
 
-    np.testing.assert_allclose(jax.grad(grpo)(w), jax.grad(reinforce)(w), rtol=1e-5, atol=1e-7)
+    expected = jax.jit(jax.grad(reinforce))(w)
+    np.testing.assert_allclose(jax.jit(jax.grad(grpo))(w), expected, rtol=1e-5, atol=1e-7)
     # same with an explicit old_logps equal to the current values (rho == 1 exactly)
     old = jax.lax.stop_gradient(logps_of(w))
-    g = jax.grad(lambda p: grpo_loss(logps_of(p), old, None, adv, mask)[0])(w)
-    np.testing.assert_allclose(g, jax.grad(reinforce)(w), rtol=1e-5, atol=1e-7)
+    g = jax.jit(jax.grad(lambda p: grpo_loss(logps_of(p), old, None, adv, mask)[0]))(w)
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
@@ -111,10 +120,10 @@ def test_zero_advantages_give_zero_policy_gradient(loss_type):
     w, logps_of, old, ref, _, mask = tiny_policy()
     zero = jnp.zeros((B,))
     kw = dict(loss_type=loss_type, max_completion_length=T, eps_high=0.28, dual_clip=2.0)
-    g = jax.grad(lambda p: grpo_loss(logps_of(p), old, None, zero, mask, **kw)[0])(w)
+    g = jax.jit(jax.grad(lambda p: grpo_loss(logps_of(p), old, None, zero, mask, **kw)[0]))(w)
     assert np.all(np.asarray(g) == 0.0)
     # with a KL term only the KL gradient remains
-    g_kl = jax.grad(lambda p: grpo_loss(logps_of(p), old, ref, zero, mask, beta=0.1, **kw)[0])(w)
+    g_kl = jax.jit(jax.grad(lambda p: grpo_loss(logps_of(p), old, ref, zero, mask, beta=0.1, **kw)[0]))(w)
     assert np.abs(np.asarray(g_kl)).max() > 0
 
 
@@ -124,8 +133,9 @@ def test_masked_tokens_get_zero_gradient_even_with_garbage(loss_type):
     logps = jnp.where(mask > 0, old + 0.1, 0.0)
     garbage = jnp.where(mask > 0, logps, jnp.array([[1e4, -1e30, jnp.inf, -jnp.inf, jnp.nan, 7.0]]))
     kw = dict(loss_type=loss_type, max_completion_length=T, beta=0.1, kl_bias_correction=True)
-    clean_loss, clean_grad = jax.value_and_grad(lambda x: grpo_loss(x, old, ref, adv, mask, **kw)[0])(logps)
-    loss, grad = jax.value_and_grad(lambda x: grpo_loss(x, old, ref, adv, mask, **kw)[0])(garbage)
+    loss_and_grad = jax.jit(jax.value_and_grad(lambda x: grpo_loss(x, old, ref, adv, mask, **kw)[0]))
+    clean_loss, clean_grad = loss_and_grad(logps)
+    loss, grad = loss_and_grad(garbage)
     assert float(loss) == float(clean_loss)
     np.testing.assert_array_equal(grad, clean_grad)
     assert np.all(np.asarray(grad)[np.asarray(mask) == 0] == 0.0)
@@ -145,17 +155,20 @@ def test_four_micro_batches_equal_one_batch(loss_type):
     def full(params):
         return grpo_loss(logps_of(params), old, ref, adv, mask, importance_weights=iw, **kw)
 
-    (full_loss, full_metrics), full_grad = jax.value_and_grad(full, has_aux=True)(w)
+    (full_loss, full_metrics), full_grad = jax.jit(jax.value_and_grad(full, has_aux=True))(w)
 
-    def micro(params, rows):
-        num, den, sums = grpo_loss_terms(logps_of(params, rows), old[rows], ref[rows], adv[rows],
-                                         mask[rows], importance_weights=iw[rows], **kw)
-        return num, (den, sums)
+    @jax.jit
+    def micro_step(params, start):
+        def micro(p):
+            take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, 2)  # noqa: E731
+            num, den, sums = grpo_loss_terms(logps_of(p, start, 2), take(old), take(ref), take(adv), take(mask),
+                                             importance_weights=take(iw), **kw)
+            return num, (den, sums)
+        return jax.value_and_grad(micro, has_aux=True)(params)
 
     num_total, den_total, grad_total, sums_total = 0.0, 0.0, 0.0, None
     for i in range(4):
-        rows = slice(2 * i, 2 * i + 2)
-        (num, (den, sums)), grad = jax.value_and_grad(micro, has_aux=True)(w, rows)
+        (num, (den, sums)), grad = micro_step(w, 2 * i)
         num_total, den_total, grad_total = num_total + num, den_total + den, grad_total + grad
         sums_total = sums if sums_total is None else jax.tree.map(jnp.add, sums_total, sums)
 
@@ -168,15 +181,20 @@ def test_four_micro_batches_equal_one_batch(loss_type):
 def test_dapo_micro_losses_with_global_token_count_add_up():
     """TRL-style: each micro-batch divides by num_items_in_batch; their sum is the batch loss."""
     w, logps_of, old, _, adv, mask = tiny_policy(seed=2)
-    full_loss, full_grad = jax.value_and_grad(
-        lambda p: grpo_loss(logps_of(p), old, None, adv, mask, loss_type="dapo")[0])(w)
+    full_loss, full_grad = jax.jit(jax.value_and_grad(
+        lambda p: grpo_loss(logps_of(p), old, None, adv, mask, loss_type="dapo")[0]))(w)
     total = jnp.sum(mask)
+
+    @jax.jit
+    def micro_step(params, start):
+        take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, 2)  # noqa: E731
+        return jax.value_and_grad(lambda p: grpo_loss(
+            logps_of(p, start, 2), take(old), None, take(adv), take(mask), loss_type="dapo",
+            num_items_in_batch=total)[0])(params)
+
     loss_sum, grad_sum = 0.0, 0.0
     for i in range(4):
-        rows = slice(2 * i, 2 * i + 2)
-        loss, grad = jax.value_and_grad(lambda p: grpo_loss(
-            logps_of(p, rows), old[rows], None, adv[rows], mask[rows], loss_type="dapo",
-            num_items_in_batch=total)[0])(w)
+        loss, grad = micro_step(w, 2 * i)
         loss_sum, grad_sum = loss_sum + loss, grad_sum + grad
     np.testing.assert_allclose(loss_sum, full_loss, rtol=1e-5)
     np.testing.assert_allclose(grad_sum, full_grad, rtol=1e-4, atol=1e-7)

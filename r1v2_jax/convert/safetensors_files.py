@@ -1,0 +1,137 @@
+"""Finding, checking and reading the safetensors files of a checkpoint folder.
+
+The headers are read directly (8-byte little-endian length + JSON, the documented format)
+so that every tensor can be checked against the file size before anything is converted
+and a truncated file names the tensors it lost. Tensor data is read with the safetensors
+library, one tensor per open so that no memory map outlives the tensor it served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+
+from r1v2_jax.convert.errors import ConversionError
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# safetensors dtype name -> numpy dtype; only floating types are valid weights.
+FLOAT_DTYPES = {"F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16),
+                "F32": np.dtype(np.float32), "F64": np.dtype(np.float64)}
+_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    key: str  # as spelled in the file
+    file: Path
+    dtype: str  # safetensors name, e.g. "BF16"
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * FLOAT_DTYPES.get(
+            self.dtype, np.dtype(np.uint8)).itemsize
+
+    def where(self) -> str:
+        return f"tensor {self.key!r} in {self.file.name}"
+
+
+def read_header(file: Path) -> tuple[dict[str, TensorInfo], list[str]]:
+    """Tensor infos of one file and the problems found (truncation, bad header...)."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return {}, [f"{file}: truncated safetensors file ({size} bytes, no header)"]
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > min(_MAX_HEADER, size - 8):
+            return {}, [f"{file}: truncated or corrupt safetensors header (declares "
+                        f"{header_len} header bytes, file has {size})"]
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return {}, [f"{file}: unreadable safetensors header ({err})"]
+    header.pop("__metadata__", None)
+    data_size = size - 8 - header_len
+    infos, problems = {}, []
+    end_max = 0
+    for key, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{file}: malformed header entry for tensor {key!r}")
+            continue
+        info = TensorInfo(key, file, dtype, shape)
+        infos[key] = info
+        end_max = max(end_max, end)
+        if end > data_size:
+            problems.append(f"{info.where()}: data ends at byte {end} but the file holds "
+                            f"{data_size} data bytes (truncated file)")
+        elif dtype in FLOAT_DTYPES and end - begin != info.nbytes:
+            problems.append(f"{info.where()}: {end - begin} data bytes for shape {list(shape)} "
+                            f"{dtype} (expected {info.nbytes})")
+    if not problems and end_max != data_size:
+        problems.append(f"{file}: {data_size - end_max} trailing bytes after the last tensor "
+                        "(corrupt file)")
+    return infos, problems
+
+
+def scan_folder(folder: Path) -> dict[str, TensorInfo]:
+    """All tensors of the checkpoint in `folder`, via the index or the single file.
+
+    Raises ConversionError listing every inconsistency between index and files.
+    """
+    index_path, single = folder / INDEX_FILE, folder / SINGLE_FILE
+    problems: list[str] = []
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError("weight_map is not an object")
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ConversionError(f"{index_path}: not a valid safetensors index ({err})") from None
+        files = sorted(set(weight_map.values()))
+    elif single.is_file():
+        weight_map, files = None, [SINGLE_FILE]
+    else:
+        raise ConversionError(f"{folder}: no {INDEX_FILE} or {SINGLE_FILE}")
+    tensors: dict[str, TensorInfo] = {}
+    for name in files:
+        file = folder / name
+        if not file.is_file():
+            keys = sorted(k for k, v in weight_map.items() if v == name)
+            problems.append(f"{file}: missing file (index lists {len(keys)} tensor(s) in it, "
+                            f"e.g. {keys[0]!r})")
+            continue
+        infos, file_problems = read_header(file)
+        problems += file_problems
+        for key, info in infos.items():
+            if weight_map is not None and weight_map.get(key) != name:
+                where = (f"lists it in {weight_map[key]}" if key in weight_map
+                         else "does not list it")
+                problems.append(f"{info.where()}: {INDEX_FILE} {where}")
+                continue
+            tensors[key] = info
+    if weight_map is not None:
+        for key, name in weight_map.items():
+            if (folder / name).is_file() and key not in tensors and not any(
+                    key in p for p in problems):
+                problems.append(f"tensor {key!r}: {INDEX_FILE} lists it in {name}, which does "
+                                "not contain it")
+    if problems:
+        raise ConversionError(problems)
+    return tensors
+
+
+def read_tensor(info: TensorInfo) -> np.ndarray:
+    """The tensor's data as a numpy array of its own dtype."""
+    with safe_open(os.fspath(info.file), framework="numpy") as f:
+        return f.get_tensor(info.key)

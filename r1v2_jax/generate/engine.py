@@ -1,0 +1,173 @@
+"""The compiled generation program: one prefill, then a KV-cached decode `while_loop`.
+
+Layout of one call (B prompts, G samples each, R = B*G output rows):
+
+    cache slots  [0, P)           the prompts, LEFT-aligned so every row's last prompt
+                                  token sits in slot P-1 (padding slots are masked out)
+                 [P, P+N)         generated tokens; token j is written at slot P+j
+    positions    prompt token i of a row -> i; generated token j -> length + j
+
+The prompt KV cache is computed once for the B prompts and repeated to R rows
+(prompt-major: row b*G + g is sample g of prompt b). Decode stops when every row has
+emitted a stop token or after `max_new_tokens` (a traced bound below the bucket N);
+tokens after a row's stop are `pad_id` with log-prob 0.
+
+Programs are cached per `Plan` (every static shape and option); `engine_stats()` counts
+traces (= compilations) and the prefills actually executed, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from r1v2_jax.generate.sampling import row_keys, sample_tokens, step_keys
+from r1v2_jax.models import VLM, KVCache, VLMConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything static about one compiled generation program."""
+
+    config: VLMConfig
+    batch: int  # B prompts
+    prompt_len: int  # P (bucketed)
+    new_tokens: int  # N (bucketed)
+    num_tiles: int  # image tiles (bucketed); 0 = text only
+    num_samples: int  # G
+    greedy: bool
+    top_k: int
+    use_top_p: bool
+    eos_ids: tuple[int, ...]
+    pad_id: int
+
+
+@dataclasses.dataclass
+class EngineStats:
+    """Host-side counters. compilations: programs traced; prefill_calls / prefill_rows:
+    prefills executed and the prompt rows they processed; decode_rows: output rows."""
+
+    compilations: int = 0
+    calls: int = 0
+    prefill_calls: int = 0
+    prefill_rows: int = 0
+    decode_rows: int = 0
+
+
+@dataclasses.dataclass
+class _ProgramInfo:
+    prefills: int = 0
+    prefill_rows: int = 0
+
+
+_STATS = EngineStats()
+_PROGRAMS: dict[Plan, tuple] = {}  # plan -> (jitted fn, _ProgramInfo)
+
+
+def engine_stats() -> EngineStats:
+    return dataclasses.replace(_STATS)
+
+
+def reset_engine_stats() -> None:
+    global _STATS
+    _STATS = EngineStats()
+
+
+def clear_program_cache() -> None:
+    _PROGRAMS.clear()
+
+
+def _prefill(plan: Plan, info: _ProgramInfo, params, ids, lengths, pixels):
+    """Prompt rows [B, P] -> (KV cache [L, B, P+N, ...], kv_mask [B, P+N], last logits)."""
+    info.prefills += 1  # trace-time bookkeeping: how many prefills this program holds
+    info.prefill_rows += ids.shape[0]
+    b, p = ids.shape
+    model = VLM(plan.config)
+    slot = jnp.arange(p, dtype=jnp.int32)[None, :]
+    pad_before = (p - lengths)[:, None]
+    positions = jnp.maximum(slot - pad_before, 0)
+    kv_mask = jnp.concatenate([slot >= pad_before, jnp.ones((b, plan.new_tokens), bool)], 1)
+    cache = KVCache.init(plan.config, b, p + plan.new_tokens)
+    out = model.apply({"params": params}, ids, pixels, positions=positions, cache=cache,
+                      cache_index=0, kv_mask=kv_mask, return_logits=False)
+    logits = model.apply({"params": params}, out.hidden[:, -1], method=VLM.logits)
+    return out.cache, kv_mask, logits.astype(jnp.float32)
+
+
+def _program(plan: Plan, info: _ProgramInfo):
+    g, n, p = plan.num_samples, plan.new_tokens, plan.prompt_len
+    model = VLM(plan.config)
+    eos = jnp.asarray(plan.eos_ids, jnp.int32)
+
+    def is_stop(tokens):
+        if not plan.eos_ids:
+            return jnp.zeros(tokens.shape, bool)
+        return jnp.any(tokens[:, None] == eos[None, :], axis=-1)
+
+    def run(params, ids, lengths, pixels, sample_ids, sample_index, seed, temperature, top_p,
+            max_new_tokens):
+        _STATS.compilations += 1  # runs once per trace
+        info.prefills = info.prefill_rows = 0
+        cache, kv_mask, logits = _prefill(plan, info, params, ids, lengths, pixels)
+        # Share the prefill: every sample of a prompt starts from the same cache.
+        cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=1), cache)
+        kv_mask = jnp.repeat(kv_mask, g, axis=0)
+        lengths = jnp.repeat(lengths, g)
+        logits = jnp.repeat(logits, g, axis=0)
+        rows = lengths.shape[0]
+        keys = row_keys(seed, sample_ids, sample_index)
+
+        def pick(logits, step):
+            return sample_tokens(step_keys(keys, step), logits, greedy=plan.greedy,
+                                 temperature=temperature, top_k=plan.top_k,
+                                 use_top_p=plan.use_top_p, top_p=top_p)
+
+        tok, lp = pick(logits, 0)
+        tokens = jnp.full((rows, n), plan.pad_id, jnp.int32).at[:, 0].set(tok)
+        logprobs = jnp.zeros((rows, n), jnp.float32).at[:, 0].set(lp)
+        done = is_stop(tok)
+        gen_len = jnp.ones((rows,), jnp.int32)
+
+        def cond(state):
+            step, _, _, _, _, done, _ = state
+            return (step < max_new_tokens) & ~jnp.all(done)
+
+        def body(state):
+            step, cache, last, tokens, logprobs, done, gen_len = state
+            out = model.apply({"params": params}, last[:, None],
+                              positions=(lengths + step - 1)[:, None], cache=cache,
+                              cache_index=p + step - 1, kv_mask=kv_mask)
+            tok, lp = pick(out.logits[:, 0], step)
+            tok = jnp.where(done, plan.pad_id, tok)
+            lp = jnp.where(done, 0.0, lp)
+            tokens = tokens.at[:, step].set(tok)
+            logprobs = logprobs.at[:, step].set(lp)
+            gen_len = jnp.where(done, gen_len, step + 1)
+            done = done | is_stop(tok)
+            return step + 1, out.cache, tok, tokens, logprobs, done, gen_len
+
+        state = (jnp.int32(1), cache, tok, tokens, logprobs, done, gen_len)
+        _, _, _, tokens, logprobs, done, gen_len = jax.lax.while_loop(cond, body, state)
+        return tokens, logprobs, gen_len, ~done
+
+    return jax.jit(run)
+
+
+def run_plan(plan: Plan, params, ids, lengths, pixels, sample_ids, sample_index, seed,
+             temperature, top_p, max_new_tokens):
+    """Runs (compiling on first use) the program of `plan`. Inputs are already bucketed:
+    ids [B, P] left-aligned, lengths [B], pixels [tiles, H, W, 3] or None, sample_ids and
+    sample_index [B*G]. Returns (tokens, logprobs [B*G, N], lengths, truncated [B*G])."""
+    if plan not in _PROGRAMS:
+        info = _ProgramInfo()
+        _PROGRAMS[plan] = (_program(plan, info), info)
+    fn, info = _PROGRAMS[plan]
+    out = fn(params, ids, lengths, pixels, sample_ids, sample_index, jnp.uint32(seed),
+             jnp.float32(temperature), jnp.float32(top_p), jnp.int32(max_new_tokens))
+    _STATS.calls += 1
+    _STATS.prefill_calls += info.prefills
+    _STATS.prefill_rows += info.prefill_rows
+    _STATS.decode_rows += plan.batch * plan.num_samples
+    return out

@@ -1,0 +1,270 @@
+"""Final-answer extraction and rule-based answer checking (the r_rule term of R1V2 eq. 7).
+
+Extraction (training.md "Hybrid reward"): the answer region is the text after the last
+`</think>`; within it the final answer is the content of the last balanced `\\boxed{...}`
+(or `\\fbox{...}`), else (multiple choice only) an option letter, else the last non-empty
+line.  Comparison by answer_type:
+  math:   symbolic equivalence with math-verify (`parse` + `verify`, per gold/pred pair).
+  number: |pred - gold| <= max(rel_tol * max(|pred|, |gold|), abs_tol) (math.isclose).
+  choice: option letters, "B", "(B)", "B.", "The answer is B", "\\boxed{\\text{B}}".
+  text:   normalised string equality (\\text{} unwrapped, case-folded, spaces collapsed).
+
+`check_answer` runs in the calling process with only math-verify's own signal-based soft
+timeouts, which cannot interrupt C-level work (a huge integer power);
+`r1v2_jax.rl.rewards.AnswerChecker` runs it in worker processes under a hard limit.
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+import re
+from dataclasses import dataclass
+from itertools import product
+
+ANSWER_TYPES = ("math", "number", "choice", "text")
+THINK_CLOSE = "</think>"
+_BOX_OPENERS = ("\\boxed{", "\\fbox{")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf)\s*\{([^{}]*)\}")
+
+
+class InvalidGoldError(ValueError):
+    """The reference answer itself cannot be interpreted: a data error, never a score."""
+
+
+@dataclass(frozen=True)
+class AnswerCheckConfig:
+    """Every knob of answer extraction and checking.
+
+    check_timeout_s: hard wall-clock limit per check, enforced by killing the worker
+      process (`r1v2_jax.rl.rewards.AnswerChecker`).
+    math_verify_timeout_s: math-verify's own signal.alarm limit (whole seconds) for each
+      parse / verify call inside the worker; None disables it (the hard limit remains).
+    """
+
+    check_timeout_s: float = 5.0
+    math_verify_timeout_s: int | None = 2
+    max_answer_chars: int = 1000
+    require_think_close: bool = True
+    rel_tol: float = 1e-4
+    abs_tol: float = 1e-8
+    choice_letters: str = "ABCDEFGHIJ"
+    float_rounding: int = 6
+    num_workers: int = 1
+    start_method: str = "spawn"
+    worker_start_timeout_s: float = 120.0
+    worker_memory_limit_mb: int | None = 8192
+
+    def __post_init__(self):
+        if not self.check_timeout_s > 0:
+            raise ValueError(f"AnswerCheckConfig.check_timeout_s must be > 0, got {self.check_timeout_s}")
+        mv = self.math_verify_timeout_s
+        if mv is not None and (not isinstance(mv, int) or mv < 1):
+            raise ValueError(f"AnswerCheckConfig.math_verify_timeout_s must be an int >= 1 or None, got {mv!r}")
+        if self.max_answer_chars < 1 or self.num_workers < 1:
+            raise ValueError("AnswerCheckConfig.max_answer_chars and num_workers must be >= 1")
+        if not self.choice_letters or not self.choice_letters.isupper():
+            raise ValueError(f"AnswerCheckConfig.choice_letters must be upper-case letters, got {self.choice_letters!r}")
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """Outcome of one check; `reason` says why (logged for every zero)."""
+
+    correct: bool
+    reason: str
+    extracted: str | None = None
+
+    @property
+    def score(self) -> float:
+        return 1.0 if self.correct else 0.0
+
+
+def answer_region(response: str, require_think_close: bool) -> str | None:
+    """Text after the last `</think>`; the whole response if tags are optional; else None."""
+    cut = response.rfind(THINK_CLOSE)
+    if cut < 0:
+        return None if require_think_close else response
+    return response[cut + len(THINK_CLOSE):]
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the \\boxed{...} that closes last; braces balanced, `\\{` `\\}` ignored.
+
+    One linear pass with a brace stack, so a long run of unclosed boxes stays O(n).
+    """
+    stack: list[int | None] = []  # per open brace: content start if it opened a box
+    best: tuple[int, int] | None = None
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            opener = next((o for o in _BOX_OPENERS if text.startswith(o, i)), None)
+            if opener is not None:
+                stack.append(i + len(opener))
+                i += len(opener)
+                continue
+            i += 2  # skip the escaped character (`\{`, `\}`, `\\`)
+            continue
+        if ch == "{":
+            stack.append(None)
+        elif ch == "}" and stack:
+            start = stack.pop()
+            if start is not None:
+                best = (start, i)
+        i += 1
+    return None if best is None else text[best[0]:best[1]]
+
+
+def _unwrap_text(s: str) -> str:
+    return _TEXT_WRAPPER.sub(r"\1", s).replace("$", "").replace("**", "").strip()
+
+
+def find_choice_letter(text: str, letters: str) -> str | None:
+    """An option letter: the whole text ("B", "(B)", "B."), "answer is (B)", or a
+    last line that starts with an option ("B. 42")."""
+    cls = f"[{re.escape(letters)}]"
+    clean = _unwrap_text(text)
+    whole = re.fullmatch(rf"\(?\s*({cls})\s*\)?\s*[.:)]?", clean)
+    if whole:
+        return whole.group(1)
+    said = re.findall(
+        rf"(?i:answer|option|choice)\s*(?i:is)?\s*[:：]?\s*(?i:option)?\s*\(?({cls})\)?(?![A-Za-z0-9])", clean
+    )
+    if said:
+        return said[-1]
+    lines = [ln.strip() for ln in clean.splitlines() if ln.strip()]
+    if lines:
+        lead = re.match(rf"\(?({cls})[.):]\s", lines[-1] + " ")
+        if lead:
+            return lead.group(1)
+    return None
+
+
+def extract_final_answer(region: str, answer_type: str, letters: str) -> str | None:
+    """\\boxed content first, else an option letter (choice only), else the last line."""
+    boxed = last_boxed(region)
+    if boxed is not None and boxed.strip():
+        return boxed.strip()
+    if answer_type == "choice":
+        letter = find_choice_letter(region, letters)
+        if letter is not None:
+            return letter
+    lines = [ln.strip() for ln in region.splitlines() if ln.strip()]
+    return lines[-1] if lines else None
+
+
+def _normalise_text(s: str) -> str:
+    return " ".join(_unwrap_text(s).casefold().split()).rstrip(".")
+
+
+def _math_parse(text: str, cfg: AnswerCheckConfig) -> list:
+    from math_verify import parse  # imported lazily: only the checking worker needs sympy
+
+    return parse(text, parsing_timeout=cfg.math_verify_timeout_s, raise_on_error=True)
+
+
+def _parse_answer(answer: str, cfg: AnswerCheckConfig) -> list:
+    """math-verify parse of an extracted answer; bare LaTeX ("\\dfrac{1}{2}") is only found
+    inside math delimiters, so a line with no math found is retried wrapped in `$...$`."""
+    return _math_parse(answer, cfg) or _math_parse(f"${answer}$", cfg)
+
+
+def _to_number(s: str, cfg: AnswerCheckConfig) -> complex | None:
+    """Plain decimal first (commas, %, $ stripped); else a math-verify numeric expression."""
+    plain = _unwrap_text(s).replace(",", "").replace("\\%", "").replace("%", "").replace("\\!", "")
+    try:
+        return complex(float(plain))
+    except ValueError:
+        pass
+    from math_verify.utils import timeout
+
+    numeric = [e for e in _parse_answer(s, cfg) if not isinstance(e, str) and getattr(e, "is_number", False)]
+    if not numeric:
+        return None
+    # not nested inside parse's own alarm: signal.alarm timers do not nest
+    return timeout(cfg.math_verify_timeout_s)(lambda: complex(numeric[0].evalf(30)))()
+
+
+def _compare_math(answer: str, gold: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
+
+    gold_parsed = _math_parse(f"${gold.strip().strip('$')}$", cfg)
+    if not gold_parsed:
+        raise InvalidGoldError(f"math gold answer {gold[:80]!r} cannot be parsed by math-verify")
+    pred_parsed = _parse_answer(answer, cfg)
+    if not pred_parsed:
+        return False, "unparsable_answer"
+    timed_out = False
+    for g, p in product(gold_parsed, pred_parsed):  # one pair at a time: an error in one
+        try:  # pair must not hide a match in another
+            if verify(g, p, float_rounding=cfg.float_rounding, timeout_seconds=cfg.math_verify_timeout_s,
+                      raise_on_error=True):
+                return True, "match"
+        except TimeoutException:
+            timed_out = True
+        except Exception:  # sympy raises many kinds on odd pairs: that pair is not a match
+            pass
+    return False, "timeout (math-verify)" if timed_out else "mismatch"
+
+
+def _compare(answer: str, gold: str, answer_type: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
+    if answer_type == "math":
+        return _compare_math(answer, gold, cfg)
+    if answer_type == "number":
+        gold_value = _to_number(gold, cfg)
+        if gold_value is None:
+            raise InvalidGoldError(f"number gold answer {gold[:80]!r} is not a number")
+        value = _to_number(answer, cfg)
+        if value is None or not cmath.isfinite(value):
+            return False, "not_a_number"
+        ok = math.isclose(value.real, gold_value.real, rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol) and math.isclose(
+            value.imag, gold_value.imag, rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol)
+        return ok, "match" if ok else "mismatch"
+    if answer_type == "choice":
+        gold_letter = find_choice_letter(gold, cfg.choice_letters)
+        if gold_letter is None:
+            raise InvalidGoldError(f"choice gold answer {gold!r} is not one of the letters {cfg.choice_letters!r}")
+        letter = find_choice_letter(answer, cfg.choice_letters)
+        if letter is None:
+            return False, "no_option_letter"
+        return letter == gold_letter, "match" if letter == gold_letter else "mismatch"
+    ok = _normalise_text(answer) == _normalise_text(gold)
+    return ok, "match" if ok else "mismatch"
+
+
+def validate_gold(gold: str, answer_type: str, where: str = "") -> None:
+    """Cheap structural checks done before any worker sees the sample."""
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"{where}answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+    if not isinstance(gold, str) or not gold.strip():
+        raise ValueError(f"{where}gold answer must be a non-empty string, got {gold!r}")
+
+
+def check_answer(response: str, gold: str, answer_type: str, cfg: AnswerCheckConfig) -> AnswerCheck:
+    """Extract the final answer of `response` and compare it with `gold` (no hard limit).
+
+    Raises InvalidGoldError / ValueError for a bad reference or answer_type (data errors);
+    every property of the response itself ends in an AnswerCheck with a reason.
+    """
+    validate_gold(gold, answer_type)
+    region = answer_region(response, cfg.require_think_close)
+    if region is None:
+        return AnswerCheck(False, "no_think_close")
+    answer = extract_final_answer(region, answer_type, cfg.choice_letters)
+    if answer is None:
+        return AnswerCheck(False, "empty_answer")
+    if len(answer) > cfg.max_answer_chars:
+        return AnswerCheck(False, f"answer_too_long ({len(answer)} > {cfg.max_answer_chars} chars)")
+    from math_verify.errors import TimeoutException
+
+    try:
+        ok, reason = _compare(answer, gold, answer_type, cfg)
+    except InvalidGoldError:
+        raise
+    except TimeoutException:
+        return AnswerCheck(False, "timeout (math-verify)", answer)
+    except (Exception, RecursionError) as e:  # a pathological answer: zero, with the cause
+        return AnswerCheck(False, f"error ({type(e).__name__})", answer)
+    return AnswerCheck(ok, reason, answer)

@@ -1,0 +1,73 @@
+"""Host-side packing of samples into the static-shape arrays of an update step.
+
+Every update batch has the same shapes whatever its content: sequences are right-padded to
+`seq_len` (prompt bucket + max new tokens) and image tiles to `tiles_per_micro` per
+micro-batch, so the jitted step compiles once per run.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from r1v2_jax.rl.grpo_step import GRPOBatch
+from r1v2_jax.rl.rollout import Sample
+
+
+def pack_sequences(prompts: Sequence[np.ndarray], completions: Sequence[np.ndarray],
+                   seq_len: int, pad_id: int):
+    """(ids [N, T], attention_mask [N, T], completion_mask [N, T-1]); completion_mask[t]
+    marks that target token t+1 is a completion token."""
+    n = len(prompts)
+    ids = np.full((n, seq_len), pad_id, np.int32)
+    attn = np.zeros((n, seq_len), np.int32)
+    comp = np.zeros((n, seq_len - 1), np.float32)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        total = len(p) + len(c)
+        if total > seq_len:
+            raise ValueError(f"sequence of {total} tokens exceeds seq_len={seq_len}")
+        ids[i, :len(p)], ids[i, len(p):total] = p, c
+        attn[i, :total] = 1
+        comp[i, len(p) - 1:total - 1] = 1.0
+    return ids, attn, comp
+
+
+def pack_tiles(per_sample: Sequence[np.ndarray], tiles_per_micro: int, micro: int,
+               image_shape: tuple[int, int, int]) -> np.ndarray:
+    """[M, tiles_per_micro, H, W, 3]: each micro-batch's tiles in sample order, zero-padded."""
+    m = len(per_sample) // micro
+    out = np.zeros((m, tiles_per_micro) + tuple(image_shape), np.float32)
+    for j in range(m):
+        chunk = [t for t in per_sample[j * micro:(j + 1) * micro] if len(t)]
+        tiles = np.concatenate(chunk) if chunk else np.zeros((0,) + tuple(image_shape), np.float32)
+        if len(tiles) > tiles_per_micro:
+            raise ValueError(f"micro-batch {j} has {len(tiles)} image tiles, more than "
+                             f"tiles_per_micro={tiles_per_micro}; raise it in the config")
+        out[j, :len(tiles)] = tiles
+    return out
+
+
+def to_micro(x: np.ndarray, micro: int) -> np.ndarray:
+    if len(x) % micro:
+        raise ValueError(f"batch of {len(x)} is not a multiple of micro_batch_size={micro}")
+    return x.reshape((len(x) // micro, micro) + x.shape[1:])
+
+
+def grpo_batch(samples: Sequence[Sample], *, seq_len: int, micro: int, tiles_per_micro: int,
+               pad_id: int, image_shape: tuple[int, int, int],
+               is_weights: np.ndarray | None = None) -> GRPOBatch:
+    ids, attn, comp = pack_sequences([s.example.prompt_ids for s in samples],
+                                     [s.completion_ids for s in samples], seq_len, pad_id)
+    old = np.zeros_like(comp)
+    for i, s in enumerate(samples):
+        start = len(s.example.prompt_ids) - 1
+        old[i, start:start + len(s.behaviour_logps)] = s.behaviour_logps
+    adv = np.asarray([s.advantage for s in samples], np.float32)
+    w = np.ones(len(samples), np.float32) if is_weights is None else is_weights.astype(np.float32)
+    pixels = None
+    if tiles_per_micro:
+        pixels = pack_tiles([s.example.pixel_values for s in samples], tiles_per_micro, micro,
+                            image_shape)
+    return GRPOBatch(to_micro(ids, micro), to_micro(attn, micro), to_micro(comp, micro),
+                     to_micro(old, micro), to_micro(adv, micro), to_micro(w, micro), pixels)

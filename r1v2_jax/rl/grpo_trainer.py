@@ -1,0 +1,273 @@
+"""The GRPO trainer: rollouts (G per prompt) -> hybrid reward -> group advantages -> SSB ->
+`num_iterations` updates over mini-batches with gradient accumulation -> metrics,
+evaluation and checkpoints.
+
+Everything the device sees has static shapes (see `batching`); everything else (rewards,
+the buffer, data order) is host-side NumPy and is saved with each checkpoint, so a resumed
+run continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1v2_jax.data.prompts import PromptConfig
+from r1v2_jax.data.records import DataState, next_batch
+from r1v2_jax.data.tokenizer import Tokenizer
+from r1v2_jax.losses import group_advantages
+from r1v2_jax.models import VLMConfig
+from r1v2_jax.rl.batching import grpo_batch
+from r1v2_jax.rl.evaluate import evaluate
+from r1v2_jax.rl.examples import PromptExample
+from r1v2_jax.rl.grpo_step import GRPOLossOptions, make_grpo_update, make_score_fn
+from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
+from r1v2_jax.rl.ssb import SelectiveSampleBuffer, SSBConfig
+from r1v2_jax.train.checkpoint import Checkpointer
+from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
+from r1v2_jax.train.metrics import MetricsWriter
+from r1v2_jax.train.optimizer import make_optimizer
+from r1v2_jax.train.steps import cast_tree
+
+Scorer = Callable[[PromptExample, str], dict[str, Any]]
+
+
+def seq_len_for(examples: Sequence[PromptExample], max_new_tokens: int, multiple: int = 16) -> int:
+    longest = max(len(e.prompt_ids) for e in examples) + max_new_tokens
+    return -(-longest // multiple) * multiple
+
+
+class GRPOTrainer:
+    """cfg: the recipe ConfigDict (see configs/grpo_demo.py for every field)."""
+
+    def __init__(self, cfg, model_config: VLMConfig, params, *, tokenizer: Tokenizer,
+                 prompt: PromptConfig, train: Sequence[PromptExample],
+                 heldout: Sequence[PromptExample], score: Scorer, workdir: str,
+                 stage: str = "grpo", log: Callable[[str], None] = print):
+        self.cfg, self.config, self.tok, self.prompt = cfg, model_config, tokenizer, prompt
+        self.train_examples, self.heldout, self.score = list(train), list(heldout), score
+        self.workdir, self.stage, self.log = workdir, stage, log
+        g, r = cfg.grpo, cfg.rollout
+        self.sampling = SamplingOptions(int(r.num_generations), int(r.max_new_tokens),
+                                        float(r.temperature), float(r.top_p), int(r.top_k))
+        self.batch_size = int(r.prompts_per_step) * int(r.num_generations)
+        self.mini = int(g.mini_batch_size) or self.batch_size
+        if self.batch_size % self.mini or self.mini % int(g.micro_batch_size):
+            raise ValueError(f"grpo: batch {self.batch_size} must be a multiple of mini_batch_size "
+                             f"{self.mini}, itself a multiple of micro_batch_size {g.micro_batch_size}")
+        self.seq_len = seq_len_for(self.train_examples, self.sampling.max_new_tokens)
+        max_tiles = max(len(e.pixel_values) for e in self.train_examples)
+        self.tiles_per_micro = int(g.micro_batch_size) * max_tiles
+        size = model_config.vision.image_size
+        self.image_shape = (size, size, model_config.vision.num_channels)
+
+        parts = trainable_parts(cfg.train.trainable)
+        trainable, self.frozen = split_params(params, parts)
+        self.compute_dtype = None
+        if cfg.optim.master_fp32:
+            self.compute_dtype = model_config.jnp_param_dtype
+            trainable = cast_tree(trainable, jnp.float32)
+        # The reference policy shares every frozen parameter; only the trainable part is copied.
+        self.ref_trainable = jax.tree.map(jnp.copy, trainable) if g.beta else trainable
+        self.trainable = trainable
+        self.optimizer = make_optimizer(cfg.optim)
+        self.opt_state = self.optimizer.init(trainable)
+        self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
+        self.step = 0
+        self.data_state = DataState()
+        ssb_cfg = SSBConfig(**{k: v for k, v in dict(cfg.ssb).items() if k != "enabled"})
+        self.ssb = SelectiveSampleBuffer(ssb_cfg, seed=int(cfg.train.seed)) if cfg.ssb.enabled else None
+        opts = GRPOLossOptions.from_config(g, r.temperature, r.max_new_tokens)
+        self.update_on_policy = make_grpo_update(model_config, dataclasses.replace(
+            opts, use_old_logps=False, use_is_weights=self._needs_is()), self.optimizer,
+            compute_dtype=self.compute_dtype, donate=False)
+        self.update_off_policy = make_grpo_update(model_config, dataclasses.replace(
+            opts, use_old_logps=True, use_is_weights=self._needs_is()), self.optimizer,
+            compute_dtype=self.compute_dtype, donate=False)
+        self.score_logps = make_score_fn(model_config, float(r.temperature))
+        self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 save_every=int(cfg.train.checkpoint_every),
+                                 keep=int(cfg.train.keep_checkpoints),
+                                 async_save=bool(cfg.train.async_checkpoint))
+        self.counters = {"skipped_updates": 0}
+
+    def _needs_is(self) -> bool:
+        return bool(self.cfg.ssb.enabled) and self.cfg.ssb.off_policy == "truncated_is"
+
+    # ----------------------------------------------------------------------------- state
+    def params(self):
+        return merge_params(cast_tree(self.trainable, self.config.jnp_param_dtype)
+                            if self.compute_dtype is not None else self.trainable, self.frozen)
+
+    def _device_state(self):
+        return {"trainable": self.trainable, "opt_state": self.opt_state,
+                "ref_trainable": self.ref_trainable, "rng": self.rng,
+                "step": jnp.asarray(self.step, jnp.int32)}
+
+    def _host_state(self):
+        return {"data": self.data_state.to_dict(), "counters": dict(self.counters),
+                "ssb": self.ssb.state_dict() if self.ssb is not None else None}
+
+    def save(self, force: bool = False):
+        self.ckpt.save(self.step, self._device_state(), self._host_state(), force=force)
+
+    def maybe_resume(self) -> bool:
+        latest = self.ckpt.latest_step()
+        if latest is None:
+            return False
+        state, host = self.ckpt.restore(latest, self._device_state())
+        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
+        self.ref_trainable, self.rng = state["ref_trainable"], state["rng"]
+        self.step = int(state["step"])
+        self.data_state = DataState.from_dict(host["data"])
+        self.counters = dict(host["counters"])
+        if self.ssb is not None:
+            self.ssb.load_state_dict(host["ssb"])
+        self.log(f"[{self.stage}] resumed from step {self.step}")
+        return True
+
+    # ----------------------------------------------------------------------------- loop
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.config, self.params(), self.heldout, tokenizer=self.tok,
+                        prompt=self.prompt, max_new_tokens=self.sampling.max_new_tokens,
+                        batch_size=int(self.cfg.rollout.eval_batch_size), score=self.score)
+
+    def run(self, steps: int | None = None, metrics: MetricsWriter | None = None,
+            stop_after: int | None = None) -> dict[str, float]:
+        """Trains to `steps` (default cfg.train.steps), resuming if a checkpoint exists.
+        `stop_after` simulates a crash after that many steps of this call (tests)."""
+        steps = int(self.cfg.train.steps if steps is None else steps)
+        resumed = self.maybe_resume()
+        own_writer = metrics is None
+        metrics = metrics or MetricsWriter(self.workdir, resume_step=self.step if resumed else None)
+        if self.step == 0:
+            metrics.write({"step": 0, "stage": self.stage, **self.evaluate()})
+        done = 0
+        from tqdm import tqdm
+        bar = tqdm(total=steps, initial=self.step, desc=self.stage, leave=False,
+                   disable=not self.cfg.train.progress_bar)
+        while self.step < steps:
+            record = self.train_step()
+            every = int(self.cfg.train.eval_every)
+            if self.step == steps or (every and self.step % every == 0):
+                record.update(self.evaluate())
+            metrics.write(record)
+            if self.ckpt.should_save(self.step) or self.step == steps:
+                self.save(force=self.step == steps)
+            bar.update(1)
+            done += 1
+            if stop_after is not None and done >= stop_after:
+                break
+        bar.close()
+        self.ckpt.wait()
+        if own_writer:
+            metrics.close()
+        return record if done else {}
+
+    def train_step(self) -> dict[str, Any]:
+        t0 = time.time()
+        cfg = self.cfg
+        self.rng, key = jax.random.split(jax.random.wrap_key_data(self.rng))
+        self.rng = jax.random.key_data(self.rng)
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        prompts, self.data_state = next_batch(self.train_examples, int(cfg.rollout.prompts_per_step),
+                                              self.data_state, int(cfg.train.seed))
+        groups = rollout(self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
+                         prompt=self.prompt, seed=seed, policy_version=self.step,
+                         score=self.score)
+        fresh = [s for grp in groups for s in grp]
+        rewards = np.asarray([s.reward for s in fresh], np.float32)
+        adv = np.asarray(group_advantages(
+            jnp.asarray(rewards), self.sampling.num_samples, scale=cfg.grpo.scale,
+            std_ddof=int(cfg.grpo.std_ddof), eps=float(cfg.grpo.adv_eps)))
+        for s, a in zip(fresh, adv):
+            s.advantage = float(a)
+        tol = float(cfg.ssb.adv_tol)
+        effective_fresh = float(np.mean(np.abs(adv) > tol))
+        if self.ssb is not None:
+            batch, is_weights, ssb_metrics = self._assemble_with_ssb(fresh)
+        else:
+            batch, is_weights, ssb_metrics = fresh, None, {"replay_ratio": 0.0}
+        effective_batch = float(np.mean([abs(s.advantage) > tol for s in batch]))
+        upd = self._update(batch, is_weights)
+        record = {
+            "step": self.step, "stage": self.stage,
+            "reward_mean": float(rewards.mean()),
+            "accuracy": float(np.mean([s.accuracy for s in fresh])),
+            "format_rate": float(np.mean([s.format for s in fresh])),
+            "hallucination_rate": float(np.mean([s.hallucinated for s in fresh])),
+            "response_len_mean": float(np.mean([len(s.completion_ids) for s in fresh])),
+            "truncated_rate": float(np.mean([s.truncated for s in fresh])),
+            "effective_ratio_fresh": effective_fresh,
+            "effective_ratio_batch": effective_batch,
+            **ssb_metrics, **upd,
+            "skipped_updates": self.counters["skipped_updates"],
+            "seconds": time.time() - t0,
+        }
+        return record
+
+    def _assemble_with_ssb(self, fresh: list[Sample]):
+        self.ssb.add(fresh, step=self.step, policy_version=self.step)
+        picked = self.ssb.assemble(fresh, batch_size=len(fresh), step=self.step,
+                                   policy_version=self.step)
+        batch = list(picked.samples)
+        weights = None
+        if self._needs_is():
+            weights = self._truncated_is_weights(batch, picked.replayed)
+        return batch, weights, dict(picked.metrics)
+
+    def _truncated_is_weights(self, batch: list[Sample], replayed: Sequence[bool]) -> np.ndarray:
+        """Per-sequence weight min(exp(mean_t(logp_now - logp_behaviour)), cap) for replayed
+        samples (1 for fresh ones): a truncated importance weight against the policy that
+        generated them."""
+        cap = float(self.cfg.ssb.is_cap)
+        logps = self._score(batch)
+        w = np.ones(len(batch), np.float32)
+        for i, (s, rep) in enumerate(zip(batch, replayed)):
+            if rep:
+                start = len(s.example.prompt_ids) - 1
+                now = logps[i, start:start + len(s.behaviour_logps)]
+                w[i] = min(float(np.exp(np.mean(now - s.behaviour_logps))), cap)
+        return w
+
+    def _score(self, samples: list[Sample]) -> np.ndarray:
+        """Current-policy token log-probs of samples, [N, T-1] (one forward, no update)."""
+        g = self.cfg.grpo
+        b = grpo_batch(samples, seq_len=self.seq_len, micro=len(samples),
+                       tiles_per_micro=len(samples) * (self.tiles_per_micro // int(g.micro_batch_size)),
+                       pad_id=self.tok.pad_id, image_shape=self.image_shape)
+        pix = None if b.pixel_values is None else b.pixel_values[0]
+        return np.asarray(self.score_logps(self.params(), b.input_ids[0], b.attention_mask[0], pix))
+
+    def _update(self, batch: list[Sample], is_weights) -> dict[str, float]:
+        g = self.cfg.grpo
+        iterations = int(g.num_iterations)
+        old = self._score(batch) if iterations > 1 else None
+        order = np.arange(len(batch))
+        sums: dict[str, list[float]] = {}
+        for it in range(iterations):
+            for start in range(0, len(batch), self.mini):
+                idx = order[start:start + self.mini]
+                mb = grpo_batch([batch[i] for i in idx], seq_len=self.seq_len,
+                                micro=int(g.micro_batch_size), tiles_per_micro=self.tiles_per_micro,
+                                pad_id=self.tok.pad_id, image_shape=self.image_shape,
+                                is_weights=None if is_weights is None else is_weights[idx])
+                if it == 0:
+                    fn = self.update_on_policy
+                else:
+                    mb.old_logps = old[idx].reshape(mb.old_logps.shape)
+                    fn = self.update_off_policy
+                self.trainable, self.opt_state, m = fn(self.frozen, self.ref_trainable,
+                                                       self.trainable, self.opt_state, mb)
+                for k, v in m.items():
+                    sums.setdefault(k, []).append(float(v))
+        self.counters["skipped_updates"] += int(sum(sums.get("skipped", [0])))
+        self.step += 1
+        out = {k: float(np.mean(v)) for k, v in sums.items() if k != "skipped"}
+        return out
