@@ -218,6 +218,11 @@ def _layout_a(f: _Fields, folder: Path) -> VLMConfig:
     vision = _vision(vis, layout_b=False)
     text = _text(llm, tie=llm.get("tie_word_embeddings", bool, False))
     token = find_token_id(folder, IMG_CONTEXT_TOKEN)
+    written = f.get("img_context_token_id", int, None)  # only our own exports carry it
+    if token is not None and written is not None and token != written:
+        raise f.fail("img_context_token_id", f"is {written} but the tokenizer files give "
+                                             f"{IMG_CONTEXT_TOKEN} the id {token}")
+    token = written if token is None else token
     defaults = VLMConfig()
     cfg = VLMConfig(
         vision=vision, text=text, downsample_ratio=_check_ratio(f, vision),
@@ -230,9 +235,8 @@ def _layout_a(f: _Fields, folder: Path) -> VLMConfig:
         min_dynamic_patch=f.get("min_dynamic_patch", int, 1),
         max_dynamic_patch=f.get("max_dynamic_patch", int, 6),
         template=f.get("template", str, defaults.template))
-    # The id comes from the tokenizer files when they name <IMG_CONTEXT>.
-    return _check_ids(f, cfg, "select_layer", "<IMG_CONTEXT> (tokenizer)" if token is not None else
-                      "image_token_id (default)")
+    return _check_ids(f, cfg, "select_layer", "img_context_token_id (or <IMG_CONTEXT> in the "
+                                              "tokenizer files, or the default 151667)")
 
 
 def _layout_b(f: _Fields) -> VLMConfig:

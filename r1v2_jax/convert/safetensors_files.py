@@ -1,22 +1,21 @@
 """Finding, checking and reading the safetensors files of a checkpoint folder.
 
-The headers are read directly (8-byte little-endian length + JSON, the documented format)
-so that every tensor can be checked against the file size before anything is converted
-and a truncated file names the tensors it lost. Tensor data is read with the safetensors
-library, one tensor per open so that no memory map outlives the tensor it served.
+The format is an 8-byte little-endian header length, a JSON header of
+{name: {dtype, shape, data_offsets}}, then raw little-endian C-order data. The headers are
+read directly so that every tensor can be checked against the file size before anything
+is converted (a truncated file names the tensors it lost), and tensors are read with one
+plain read each so memory holds exactly one copy. Writing uses the safetensors library.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import struct
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-from safetensors import safe_open
 
 from r1v2_jax.convert.errors import ConversionError
 
@@ -34,6 +33,7 @@ class TensorInfo:
     file: Path
     dtype: str  # safetensors name, e.g. "BF16"
     shape: tuple[int, ...]
+    offset: int = 0  # first data byte in the file
 
     @property
     def nbytes(self) -> int:
@@ -69,7 +69,7 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], list[str]]:
         except (KeyError, TypeError, ValueError):
             problems.append(f"{file}: malformed header entry for tensor {key!r}")
             continue
-        info = TensorInfo(key, file, dtype, shape)
+        info = TensorInfo(key, file, dtype, shape, 8 + header_len + begin)
         infos[key] = info
         end_max = max(end_max, end)
         if end > data_size:
@@ -132,6 +132,14 @@ def scan_folder(folder: Path) -> dict[str, TensorInfo]:
 
 
 def read_tensor(info: TensorInfo) -> np.ndarray:
-    """The tensor's data as a numpy array of its own dtype."""
-    with safe_open(os.fspath(info.file), framework="numpy") as f:
-        return f.get_tensor(info.key)
+    """The tensor's data as a numpy array of its own dtype (little-endian, C order).
+
+    A plain read into a fresh array rather than the library's memory map: mapped pages
+    stay resident while the file is open, doubling the memory a large tensor needs.
+    """
+    dtype = FLOAT_DTYPES[info.dtype].newbyteorder("<")
+    count = int(np.prod(info.shape, dtype=np.int64))
+    out = np.fromfile(info.file, dtype=dtype, count=count, offset=info.offset)
+    if out.size != count:
+        raise ConversionError(f"{info.where()}: file ended while reading (truncated?)")
+    return out.reshape(info.shape)

@@ -39,11 +39,11 @@ class GenerationOutput:
     truncated: jax.Array
 
 
-def _stop_ids(eos_token_id, vocab: int) -> tuple[int, ...]:
-    ids = (eos_token_id,) if isinstance(eos_token_id, (int, np.integer)) else tuple(eos_token_id)
+def _token_ids(value, vocab: int, name: str) -> tuple[int, ...]:
+    ids = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
     bad = [i for i in ids if not isinstance(i, (int, np.integer)) or not 0 <= i < vocab]
     if bad:
-        raise ValueError(f"eos_token_id {eos_token_id!r}: ids must be ints in [0, {vocab})")
+        raise ValueError(f"{name} {value!r}: ids must be ints in [0, {vocab})")
     return tuple(int(i) for i in ids)
 
 
@@ -84,6 +84,7 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
              max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
              top_k: int = 0, num_samples: int = 1, eos_token_id: int | Sequence[int],
              pad_token_id: int | None = None, seed: int = 0, sample_ids=None,
+             suppress_tokens: Sequence[int] | None = None,
              buckets: Buckets = Buckets()) -> GenerationOutput:
     """Samples `num_samples` completions for each prompt row of `input_ids` [B, T].
 
@@ -95,6 +96,10 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
     sample_ids: B ids (row b*G+g gets key (seed, sample_ids[b], g, step)) or B*G ids (row r
     gets key (seed, sample_ids[r], 0, step)); default arange(B). A row's result therefore
     does not depend on which other rows share its batch.
+    suppress_tokens: ids never generated; default (config.image_token_id,): a generated
+    `<IMG_CONTEXT>` would be taken for an image slot when the sequence is scored. The
+    returned log-probs are still those of the full distribution. Pass () to disable.
+    buckets: the static-shape buckets of prompt length, new tokens and tiles.
     """
     vocab = config.text.vocab_size
     ids = np.asarray(input_ids)
@@ -115,7 +120,9 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
                          f" got {temperature}, {top_p}, {top_k}, {num_samples}")
     if not 0 <= seed < _UINT32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    eos = _stop_ids(eos_token_id, vocab)
+    eos = _token_ids(eos_token_id, vocab, "eos_token_id")
+    suppress = _token_ids((config.image_token_id,) if suppress_tokens is None
+                          else suppress_tokens, vocab, "suppress_tokens")
     if pad_token_id is None:
         if not eos:
             raise ValueError("pad_token_id is required when eos_token_id is empty")
@@ -151,7 +158,7 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
     plan = Plan(config=config, batch=batch, prompt_len=width, new_tokens=new_tokens,
                 num_tiles=tiles, num_samples=num_samples, greedy=greedy,
                 top_k=0 if greedy else int(top_k), use_top_p=not greedy and top_p < 1.0,
-                eos_ids=eos, pad_id=int(pad_token_id))
+                eos_ids=eos, pad_id=int(pad_token_id), suppress=suppress)
     tokens, logprobs, gen_len, truncated = run_plan(
         plan, params, jnp.asarray(prompt), jnp.asarray(lengths, jnp.int32),
         None if tiles == 0 else jnp.asarray(pixels),

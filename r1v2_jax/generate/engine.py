@@ -42,6 +42,7 @@ class Plan:
     use_top_p: bool
     eos_ids: tuple[int, ...]
     pad_id: int
+    suppress: tuple[int, ...]  # never generated
 
 
 @dataclasses.dataclass
@@ -122,7 +123,8 @@ def _program(plan: Plan, info: _ProgramInfo):
         def pick(logits, step):
             return sample_tokens(step_keys(keys, step), logits, greedy=plan.greedy,
                                  temperature=temperature, top_k=plan.top_k,
-                                 use_top_p=plan.use_top_p, top_p=top_p)
+                                 use_top_p=plan.use_top_p, top_p=top_p,
+                                 suppress=plan.suppress)
 
         tok, lp = pick(logits, 0)
         tokens = jnp.full((rows, n), plan.pad_id, jnp.int32).at[:, 0].set(tok)

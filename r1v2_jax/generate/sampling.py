@@ -85,20 +85,25 @@ def full_logprobs(logits: jax.Array, tokens: jax.Array, temperature: jax.Array |
 
 
 def sample_tokens(keys: jax.Array, logits: jax.Array, *, greedy: bool, temperature: jax.Array,
-                  top_k: int, use_top_p: bool, top_p: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
+                  top_k: int, use_top_p: bool, top_p: jax.Array,
+                  suppress: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
     """Picks one token per row. logits [R, V] (any float dtype), keys [R] typed keys.
 
-    greedy/top_k/use_top_p are static; temperature/top_p may be traced scalars.
+    greedy/top_k/use_top_p/suppress are static; temperature/top_p may be traced scalars.
+    `suppress` ids are never picked (their logits become -inf before top-k/top-p); the
+    log-probs stay those of the full, unsuppressed distribution.
     Returns (tokens int32 [R], behaviour log-probs fp32 [R]) as described in the module
     docstring.
     """
     logits = logits.astype(jnp.float32)
+    banned = jnp.asarray(suppress, jnp.int32)
     if greedy:
-        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        choosable = logits.at[:, banned].set(-jnp.inf) if suppress else logits
+        tokens = jnp.argmax(choosable, axis=-1).astype(jnp.int32)
         return tokens, full_logprobs(logits, tokens, 1.0)
     x = logits / temperature
-    vals, ids = truncated_candidates(x, top_k, use_top_p, top_p)
+    choosable = x.at[:, banned].set(-jnp.inf) if suppress else x
+    vals, ids = truncated_candidates(choosable, top_k, use_top_p, top_p)
     choice = jax.vmap(jax.random.categorical)(keys, vals)
     if ids is None:
         tokens = choice.astype(jnp.int32)

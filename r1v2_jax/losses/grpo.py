@@ -251,6 +251,8 @@ def grpo_loss(
     )
     if num_items_in_batch is not None:
         if loss_type != "dapo":
-            raise ValueError(f"grpo_loss: num_items_in_batch is only used by loss_type='dapo', got {loss_type!r}")
+            raise ValueError(
+                f"grpo_loss: num_items_in_batch is only used by loss_type='dapo', got {loss_type!r}"
+            )
         denominator = jax.lax.stop_gradient(jnp.asarray(num_items_in_batch, jnp.float32))
     return accumulated_loss(numerator, denominator), grpo_metrics(sums)

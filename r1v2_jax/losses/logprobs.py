@@ -32,8 +32,9 @@ def _target_logp_and_entropy(
     target_logit = jnp.take_along_axis(x, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
     entropy = None
     if with_entropy:
-        # H = -sum_v p_v log p_v = lse - sum_v p_v x_v
-        entropy = lse - jnp.sum(jax.nn.softmax(x, axis=-1) * x, axis=-1)
+        # -sum p log p directly: lse - sum p x cancels badly in fp32 for peaked p
+        logp = x - lse[..., None]
+        entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
     return target_logit - lse, entropy
 
 

@@ -141,17 +141,18 @@ def find_choice_letter(text: str, letters: str) -> str | None:
     return None
 
 
-def extract_final_answer(region: str, answer_type: str, letters: str) -> str | None:
-    """\\boxed content first, else an option letter (choice only), else the last line."""
+def extract_final_answer(region: str, answer_type: str, letters: str) -> tuple[str, str] | None:
+    """(answer, source): \\boxed content first, else an option letter (choice only), else
+    the last non-empty line; source is "boxed" | "letter" | "last_line"; None if empty."""
     boxed = last_boxed(region)
     if boxed is not None and boxed.strip():
-        return boxed.strip()
+        return boxed.strip(), "boxed"
     if answer_type == "choice":
         letter = find_choice_letter(region, letters)
         if letter is not None:
-            return letter
+            return letter, "letter"
     lines = [ln.strip() for ln in region.splitlines() if ln.strip()]
-    return lines[-1] if lines else None
+    return (lines[-1], "last_line") if lines else None
 
 
 def _normalise_text(s: str) -> str:
@@ -164,13 +165,17 @@ def _math_parse(text: str, cfg: AnswerCheckConfig) -> list:
     return parse(text, parsing_timeout=cfg.math_verify_timeout_s, raise_on_error=True)
 
 
-def _parse_answer(answer: str, cfg: AnswerCheckConfig) -> list:
-    """math-verify parse of an extracted answer; bare LaTeX ("\\dfrac{1}{2}") is only found
-    inside math delimiters, so a line with no math found is retried wrapped in `$...$`."""
+def _parse_answer(answer: str, source: str, cfg: AnswerCheckConfig) -> list:
+    """math-verify parse of an extracted answer.  Boxed content is re-boxed (math-verify's
+    own highest-priority form; bare "2^{10}" outside math mode parses as 2).  A last line
+    is free text for math-verify to search; bare LaTeX ("\\dfrac{1}{2}") is only found
+    inside math delimiters, so a line where nothing is found is retried inside `$...$`."""
+    if source == "boxed":
+        return _math_parse(f"\\boxed{{{answer}}}", cfg)
     return _math_parse(answer, cfg) or _math_parse(f"${answer}$", cfg)
 
 
-def _to_number(s: str, cfg: AnswerCheckConfig) -> complex | None:
+def _to_number(s: str, source: str, cfg: AnswerCheckConfig) -> complex | None:
     """Plain decimal first (commas, %, $ stripped); else a math-verify numeric expression."""
     plain = _unwrap_text(s).replace(",", "").replace("\\%", "").replace("%", "").replace("\\!", "")
     try:
@@ -179,21 +184,21 @@ def _to_number(s: str, cfg: AnswerCheckConfig) -> complex | None:
         pass
     from math_verify.utils import timeout
 
-    numeric = [e for e in _parse_answer(s, cfg) if not isinstance(e, str) and getattr(e, "is_number", False)]
+    numeric = [e for e in _parse_answer(s, source, cfg) if not isinstance(e, str) and getattr(e, "is_number", False)]
     if not numeric:
         return None
     # not nested inside parse's own alarm: signal.alarm timers do not nest
     return timeout(cfg.math_verify_timeout_s)(lambda: complex(numeric[0].evalf(30)))()
 
 
-def _compare_math(answer: str, gold: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
+def _compare_math(answer: str, source: str, gold: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
-    gold_parsed = _math_parse(f"${gold.strip().strip('$')}$", cfg)
+    gold_parsed = _math_parse(f"\\boxed{{{gold.strip().strip('$')}}}", cfg)
     if not gold_parsed:
         raise InvalidGoldError(f"math gold answer {gold[:80]!r} cannot be parsed by math-verify")
-    pred_parsed = _parse_answer(answer, cfg)
+    pred_parsed = _parse_answer(answer, source, cfg)
     if not pred_parsed:
         return False, "unparsable_answer"
     timed_out = False
@@ -209,16 +214,16 @@ def _compare_math(answer: str, gold: str, cfg: AnswerCheckConfig) -> tuple[bool,
     return False, "timeout (math-verify)" if timed_out else "mismatch"
 
 
-def _compare(answer: str, gold: str, answer_type: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
+def _compare(answer: str, source: str, gold: str, answer_type: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
     if answer_type == "math":
-        return _compare_math(answer, gold, cfg)
+        return _compare_math(answer, source, gold, cfg)
     if answer_type == "number":
-        gold_value = _to_number(gold, cfg)
+        gold_value = _to_number(gold, "boxed", cfg)
         if gold_value is None:
             raise InvalidGoldError(f"number gold answer {gold[:80]!r} is not a number")
-        value = _to_number(answer, cfg)
+        value = _to_number(answer, source, cfg)
         if value is None or not cmath.isfinite(value):
-            return False, "not_a_number"
+            return False, "not_a_finite_number"
         ok = math.isclose(value.real, gold_value.real, rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol) and math.isclose(
             value.imag, gold_value.imag, rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol)
         return ok, "match" if ok else "mismatch"
@@ -252,15 +257,16 @@ def check_answer(response: str, gold: str, answer_type: str, cfg: AnswerCheckCon
     region = answer_region(response, cfg.require_think_close)
     if region is None:
         return AnswerCheck(False, "no_think_close")
-    answer = extract_final_answer(region, answer_type, cfg.choice_letters)
-    if answer is None:
+    extracted = extract_final_answer(region, answer_type, cfg.choice_letters)
+    if extracted is None:
         return AnswerCheck(False, "empty_answer")
+    answer, source = extracted
     if len(answer) > cfg.max_answer_chars:
         return AnswerCheck(False, f"answer_too_long ({len(answer)} > {cfg.max_answer_chars} chars)")
     from math_verify.errors import TimeoutException
 
     try:
-        ok, reason = _compare(answer, gold, answer_type, cfg)
+        ok, reason = _compare(answer, source, gold, answer_type, cfg)
     except InvalidGoldError:
         raise
     except TimeoutException:

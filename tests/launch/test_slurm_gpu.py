@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def directives(script: str) -> dict[str, str]:
     return dict(re.findall(r"^#SBATCH --([\w-]+)=?(.*)$", script, flags=re.M))
 
 
-def run_job(sandbox, script: str, venv: bool = True, **env: str) -> tuple[subprocess.CompletedProcess, list]:
+def run_job(sandbox, script: str, ntasks: int, venv: bool = True, **env: str) -> tuple[subprocess.CompletedProcess, list]:
     """Executes the sbatch file as SLURM would on the first node of gpu[07-08], job 12345."""
     sandbox.script("srun", FAKE_SRUN.format(python=sys.executable))
     sandbox.script("scontrol", FAKE_SCONTROL)
@@ -64,7 +63,7 @@ def run_job(sandbox, script: str, venv: bool = True, **env: str) -> tuple[subpro
     out_file = sandbox.root / "r1v2_calls.jsonl"
     result = subprocess.run(
         ["bash", "job.sbatch"], cwd=sandbox.root, capture_output=True, text=True, timeout=60,
-        env=sandbox.env(SLURM_JOB_NODELIST="gpu[07-08]", SLURM_JOB_ID="12345", SLURM_NTASKS=env.pop("ntasks"),
+        env=sandbox.env(SLURM_JOB_NODELIST="gpu[07-08]", SLURM_JOB_ID="12345", SLURM_NTASKS=str(ntasks),
                         FAKE_R1V2_OUT=str(out_file), **env),
     )
     records = [json.loads(line) for line in out_file.read_text().splitlines()] if out_file.exists() else []
@@ -97,7 +96,7 @@ def test_dry_run_prints_the_sbatch_file_and_command_and_submits_nothing(sandbox)
 
 def test_one_process_per_node_joins_the_first_node_as_coordinator(sandbox):
     out = sandbox.run("slurm_gpu.sh", "--nodes", "2", "--venv", str(sandbox.root / "venv"), "--dry-run", "--", *TRAIN_ARGS)
-    result, records = run_job(sandbox, sbatch_file(out.stdout), ntasks="2")
+    result, records = run_job(sandbox, sbatch_file(out.stdout), ntasks=2)
     assert result.returncode == 0, result.stderr
     assert "r1v2: 2 processes, coordinator gpu07:32345" in result.stdout  # 20000 + 12345 % 20000
     expected = [["train", *TRAIN_ARGS, "--coordinator", "gpu07:32345", "--num-processes", "2", "--process-id", str(p)]
@@ -112,7 +111,7 @@ def test_one_process_per_gpu_gets_its_own_gpu(sandbox, node_gpus, expected):
                       "--venv", str(sandbox.root / "venv"), "--dry-run", "--", *TRAIN_ARGS)
     assert "#SBATCH --ntasks=4\n#SBATCH --ntasks-per-node=2\n" in out.stdout
     env = {"CUDA_VISIBLE_DEVICES": node_gpus} if node_gpus else {}
-    result, records = run_job(sandbox, sbatch_file(out.stdout), ntasks="4", **env)
+    result, records = run_job(sandbox, sbatch_file(out.stdout), ntasks=4, **env)
     assert result.returncode == 0, result.stderr
     assert [r["argv"][-6:] for r in records] == [
         ["--coordinator", "gpu07:23456", "--num-processes", "4", "--process-id", str(p)] for p in range(4)]
@@ -125,7 +124,7 @@ def test_one_process_per_gpu_gets_its_own_gpu(sandbox, node_gpus, expected):
 )
 def test_job_fails_clearly_without_r1v2(sandbox, venv_option, make_venv, message):
     out = sandbox.run("slurm_gpu.sh", *venv_option, "--dry-run", "--", *TRAIN_ARGS)
-    result, records = run_job(sandbox, sbatch_file(out.stdout), venv=make_venv, ntasks="1")
+    result, records = run_job(sandbox, sbatch_file(out.stdout), venv=make_venv, ntasks=1)
     assert result.returncode == 1 and message in result.stderr and records == []
 
 

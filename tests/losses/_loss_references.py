@@ -107,7 +107,8 @@ def trl_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_lo
         rewards = torch.cat((beta * chosen_logratios, beta * rejected_logratios), 0).mean().detach()
         running.update(rewards)
         delta = running.mean
-        losses = -F.logsigmoid(beta * chosen_logratios - delta) - F.logsigmoid(-(beta * rejected_logratios - delta))
+        losses = (-F.logsigmoid(beta * chosen_logratios - delta)
+                  - F.logsigmoid(-(beta * rejected_logratios - delta)))
     elif loss_type == "sft":
         losses = nll_loss.expand(chosen_logps.shape[0])
     else:
@@ -138,3 +139,12 @@ def trl_reward_loss(chosen, rejected, margin=None, center_rewards_coefficient=No
     if center_rewards_coefficient is not None:
         loss = loss + center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
     return loss
+
+
+def jit_call(fn, *args, **static_options):
+    """Runs fn(*args, **static_options) compiled once as a whole (cheaper than op-by-op)."""
+    import functools
+
+    import jax
+
+    return jax.jit(functools.partial(fn, **static_options))(*args)

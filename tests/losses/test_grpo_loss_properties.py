@@ -161,7 +161,8 @@ def test_four_micro_batches_equal_one_batch(loss_type):
     def micro_step(params, start):
         def micro(p):
             take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, 2)  # noqa: E731
-            num, den, sums = grpo_loss_terms(logps_of(p, start, 2), take(old), take(ref), take(adv), take(mask),
+            num, den, sums = grpo_loss_terms(logps_of(p, start, 2), take(old), take(ref), take(adv),
+                                             take(mask),
                                              importance_weights=take(iw), **kw)
             return num, (den, sums)
         return jax.value_and_grad(micro, has_aux=True)(params)

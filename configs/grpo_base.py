@@ -1,0 +1,34 @@
+"""Defaults shared by every GRPO recipe (each field is documented in docs/training.md)."""
+
+import ml_collections
+
+
+def grpo_recipe():
+    c = ml_collections.ConfigDict()
+    c.stage = "grpo"
+    c.init = ml_collections.ConfigDict(dict(checkpoint=""))  # `r1v2 convert to-jax` output
+    c.tokenizer = ""  # folder with the tokenizer files (AutoTokenizer) or a tokenizer.json
+    c.data = ml_collections.ConfigDict(dict(
+        train="", heldout="", on_invalid="error", max_prompt_tokens=8192, seed=0,
+        num_heldout=512))
+    c.rollout = ml_collections.ConfigDict(dict(
+        prompts_per_step=64, num_generations=8, max_new_tokens=4096, temperature=1.0, top_p=1.0,
+        top_k=0, eval_batch_size=64))
+    c.reward = ml_collections.ConfigDict(dict(
+        w_accuracy=1.0, w_format=0.5, w_rm=0.0, rm_clip=1.0, rm_only_when_rule_agrees=True,
+        check_timeout_s=5.0))
+    c.ssb = ml_collections.ConfigDict(dict(
+        enabled=True, alpha=1.0, floor=1e-4, max_replay_ratio=0.5, max_staleness=4, max_reuse=4,
+        capacity=4096, adv_tol=1e-6, off_policy="recompute", is_cap=2.0))
+    c.grpo = ml_collections.ConfigDict(dict(
+        loss_type="grpo", eps_low=0.2, eps_high=0.2, dual_clip=None, beta=0.0,
+        kl_estimator="k3", kl_bias_correction=False, scale="group", std_ddof=1, adv_eps=1e-4,
+        num_iterations=1, mini_batch_size=0, micro_batch_size=8, logprob_chunk=512))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-6, warmup_steps=10, schedule="constant", total_steps=1000, final_lr_ratio=0.1,
+        clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, master_fp32=False))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000, trainable="adapter", seed=0, eval_every=50, checkpoint_every=50,
+        keep_checkpoints=3, async_checkpoint=True, progress_bar=True))
+    c.mesh = ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=-1, tensor=1), dcn=dict()))
+    return c

@@ -1,0 +1,65 @@
+"""`r1v2 convert to-jax SRC DST` and `r1v2 convert to-hf SRC DST --layout hf|original`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from r1v2_jax.convert.hf_save import DEFAULT_SHARD_SIZE
+
+
+def _dtype(value: str) -> str | None:
+    return None if value == "keep" else value
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "convert", help="convert checkpoints between Hugging Face and JAX (orbax)",
+        description="Convert R1V2/InternVL checkpoints between Hugging Face safetensors "
+                    "(layout 'hf' = transformers InternVL, 'original' = InternVL chat remote "
+                    "code) and the JAX/orbax checkpoint folder.")
+    sub = parser.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
+    to_jax = sub.add_parser("to-jax", help="HF checkpoint folder (either layout) -> JAX folder")
+    to_jax.add_argument("src", help="HF folder with config.json and safetensors")
+    to_jax.add_argument("dst", help="new JAX checkpoint folder (must not exist)")
+    to_jax.add_argument("--dtype", type=_dtype, default="bfloat16",
+                        help="bfloat16 (default), float16, float32, float64 or 'keep'")
+    to_jax.set_defaults(func=_run_to_jax)
+    to_hf = sub.add_parser("to-hf", help="JAX checkpoint folder -> HF checkpoint folder")
+    to_hf.add_argument("src", help="JAX checkpoint folder (params/ + model_config.json)")
+    to_hf.add_argument("dst", help="new HF folder (must not exist)")
+    to_hf.add_argument("--layout", choices=("hf", "original"), required=True,
+                       help="'hf': transformers InternVLForConditionalGeneration; "
+                            "'original': InternVL chat remote-code layout")
+    to_hf.add_argument("--dtype", type=_dtype, default=None,
+                       help="output dtype (default: keep the stored dtype)")
+    to_hf.add_argument("--shard-size", default=DEFAULT_SHARD_SIZE,
+                       help=f"maximum safetensors shard size (default {DEFAULT_SHARD_SIZE})")
+    to_hf.set_defaults(func=_run_to_hf)
+    return parser
+
+
+def _report(convert, *args, **kwargs) -> int:
+    """Bad input is a message on stderr and exit status 1, not a traceback."""
+    from r1v2_jax.convert.errors import ConversionError
+
+    try:
+        out = convert(*args, **kwargs)
+    except ConversionError as err:
+        print(f"r1v2 convert: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_to_jax(args) -> int:
+    from r1v2_jax.convert.streaming import convert_to_jax
+
+    return _report(convert_to_jax, args.src, args.dst, dtype=args.dtype)
+
+
+def _run_to_hf(args) -> int:
+    from r1v2_jax.convert.hf_save import convert_to_hf
+
+    return _report(convert_to_hf, args.src, args.dst, args.layout, dtype=args.dtype,
+                   shard_size=args.shard_size)

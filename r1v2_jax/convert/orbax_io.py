@@ -1,0 +1,133 @@
+"""The JAX checkpoint folder: `params/` (an orbax PyTree checkpoint) + `model_config.json`.
+
+`save_jax_checkpoint` / `load_jax_checkpoint` go through orbax; restoring can place every
+array straight into given shardings so that no host ever holds the whole model.
+`open_leaf_stores` opens the stored arrays through TensorStore with orbax's own specs,
+so converters can read one layer slice at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorstore as ts
+from etils import epath
+
+from r1v2_jax.convert.errors import ConversionError
+from r1v2_jax.convert.hf_load import resolve_dtype
+from r1v2_jax.convert.mapping import LeafPath, flatten, leaf_shapes, unflatten
+from r1v2_jax.models.config import VLMConfig
+
+PARAMS_DIR = "params"
+CONFIG_FILE = "model_config.json"
+
+
+def read_jax_config(path: str | Path) -> VLMConfig:
+    file = Path(path) / CONFIG_FILE
+    try:
+        return VLMConfig.from_dict(json.loads(file.read_text()))
+    except FileNotFoundError:
+        raise ConversionError(f"{file}: not found (not a JAX checkpoint folder)") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ConversionError(f"{file}: invalid model config ({err})") from None
+
+
+def write_jax_config(config: VLMConfig, path: Path) -> None:
+    tmp = path / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2))
+    os.replace(tmp, path / CONFIG_FILE)
+
+
+def check_params(config: VLMConfig, shapes: dict[LeafPath, tuple], where: str) -> None:
+    """Leaves and shapes must be exactly those of docs/PARAMS.md for `config`."""
+    expected = leaf_shapes(config)
+    problems = [f"{where}: missing parameter {'/'.join(k)} {list(expected[k])}"
+                for k in sorted(set(expected) - set(shapes))]
+    problems += [f"{where}: unexpected parameter {'/'.join(k)}"
+                 for k in sorted(set(shapes) - set(expected))]
+    problems += [f"{where}: parameter {'/'.join(k)} has shape {list(shapes[k])}; the config "
+                 f"implies {list(expected[k])}"
+                 for k in sorted(set(expected) & set(shapes)) if tuple(shapes[k]) != expected[k]]
+    if problems:
+        raise ConversionError(problems)
+
+
+def save_jax_checkpoint(config: VLMConfig, params: dict, path: str | Path) -> None:
+    """Saves `params` (numpy or jax arrays, possibly sharded) with orbax, plus the config.
+
+    orbax writes `params/` atomically (temporary folder + rename, on every host); the
+    config file is written afterwards by the primary process.
+    """
+    path = Path(path)
+    check_params(config, {k: tuple(v.shape) for k, v in flatten(params).items()}, "params")
+    if (path / PARAMS_DIR).exists():
+        raise ConversionError(f"{path / PARAMS_DIR}: already exists; refusing to overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
+        ckptr.save(epath.Path(path / PARAMS_DIR), args=ocp.args.PyTreeSave(params))
+    if jax.process_index() == 0:
+        write_jax_config(config, path)
+
+
+def _stored_leaves(path: Path) -> dict[LeafPath, Any]:
+    params_dir = path / PARAMS_DIR
+    if not params_dir.is_dir():
+        raise ConversionError(f"{params_dir}: not found (not a JAX checkpoint folder)")
+    meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(params_dir))
+    return flatten(meta.tree)
+
+
+def load_jax_checkpoint(path: str | Path, *, shardings=None, dtype=None) -> tuple[VLMConfig, dict]:
+    """(config, params) from a folder written by `save_jax_checkpoint` / `convert_to_jax`.
+
+    shardings: None -> numpy arrays on this host; else a pytree of `jax.sharding.Sharding`
+      with the params' structure, and every array is restored straight into its sharding
+      (each process reads only its own shards).
+    dtype: None keeps the stored dtype, else e.g. "bfloat16" (cast while reading).
+    """
+    path = Path(path)
+    config = read_jax_config(path)
+    stored = _stored_leaves(path)
+    check_params(config, {k: tuple(m.shape) for k, m in stored.items()}, str(path / PARAMS_DIR))
+    cast = None if dtype is None else resolve_dtype(dtype)
+    if shardings is None:
+        args = {k: ocp.RestoreArgs(restore_type=np.ndarray, dtype=cast) for k in stored}
+    else:
+        flat_shardings = flatten(shardings) if isinstance(shardings, dict) else None
+        if flat_shardings is None or set(flat_shardings) != set(stored):
+            raise ConversionError(
+                "shardings must be a nested dict with exactly the params' leaves; differing: "
+                f"{sorted('/'.join(k) for k in set(flat_shardings or {}) ^ set(stored))[:10]}")
+        args = {k: ocp.ArrayRestoreArgs(sharding=flat_shardings[k], global_shape=tuple(m.shape),
+                                        dtype=cast) for k, m in stored.items()}
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
+        params = ckptr.restore(epath.Path(path / PARAMS_DIR), args=ocp.args.PyTreeRestore(
+            restore_args=unflatten(args)))
+    if cast is not None:
+        config = config.replace(param_dtype=cast.name)
+    return config, params
+
+
+def open_leaf_stores(path: str | Path) -> tuple[VLMConfig, dict[LeafPath, ts.TensorStore]]:
+    """Config and one read-only TensorStore per parameter of a JAX checkpoint folder."""
+    path = Path(path)
+    config = read_jax_config(path)
+    stored = _stored_leaves(path)
+    check_params(config, {k: tuple(m.shape) for k, m in stored.items()}, str(path / PARAMS_DIR))
+    params_dir = epath.Path(path / PARAMS_DIR)
+    use_ocdbt = ocp.type_handlers.is_ocdbt_checkpoint(params_dir)
+    meta = ocp.PyTreeCheckpointHandler().metadata(params_dir)
+    context = ocp.type_handlers.get_ts_context(use_ocdbt=use_ocdbt)
+    stores = {}
+    for leaf, m in stored.items():
+        info = ocp.type_handlers.ParamInfo(name=m.name, parent_dir=params_dir,
+                                           use_zarr3=bool(meta.use_zarr3), ts_context=context)
+        spec = ocp.type_handlers.get_json_tspec_read(info, use_ocdbt=use_ocdbt)
+        stores[leaf] = ts.open(spec, read=True, context=context).result()
+    return config, stores

@@ -1,0 +1,36 @@
+"""`r1v2 demo`: the whole R1V2 pipeline on a tiny model, on CPU, in minutes."""
+
+from __future__ import annotations
+
+import os
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="run the toy end-to-end R1V2 pipeline on CPU")
+    p.add_argument("--out", default="runs/demo", help="output folder (metrics, plots, summary)")
+    p.add_argument("--config", default=None,
+                   help="recipe file (default: configs/grpo_demo.py shipped with the package)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of the stages, in order")
+    p.add_argument("--no-ssb", action="store_true", help="run GRPO without the Selective Sample Buffer only")
+    p.add_argument("--no-compare", action="store_true", help="skip the GRPO run without SSB")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. config.train.steps=10")
+    p.set_defaults(func=main)
+
+
+def default_config_path() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, "..", "..", "configs", "grpo_demo.py")
+
+
+def main(args) -> int:
+    from r1v2_jax.demo.pipeline import STAGES, run_demo
+    from r1v2_jax.train.config_loader import apply_overrides, load_config_file
+
+    cfg = apply_overrides(load_config_file(args.config or default_config_path()), args.overrides)
+    stages = STAGES if not args.stages else tuple(s.strip() for s in args.stages.split(","))
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; stages are {STAGES}")
+    run_demo(cfg, args.out, stages=stages, with_ssb=not args.no_ssb,
+             compare_no_ssb=not args.no_compare and not args.no_ssb)
+    return 0

@@ -1,0 +1,164 @@
+"""The demo: the whole R1V2 recipe on a toy visual-reasoning task, on CPU, in minutes.
+
+Stages, in the paper's order (`--stages` picks a subset, in this order):
+  warmstart  supervised training on synthetic reasoning traces. It stands in for the
+             pretrained reasoning LM and vision encoder that R1V2 starts from (there are
+             no pretrained weights here; nothing is downloaded);
+  grpo       GRPO with the hybrid reward and the Selective Sample Buffer, and the same run
+             without the buffer (`--no-ssb` runs only that one) for the paper's Table 2.
+Every stage writes metrics to <out>/<stage>/metrics.jsonl (+ TensorBoard); the summary
+table goes to <out>/summary.md and the plots to <out>/*.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from r1v2_jax.data import synthetic
+from r1v2_jax.data.image import TilingConfig
+from r1v2_jax.data.prompts import PromptConfig, build_training_sequence
+from r1v2_jax.data.records import DataState, next_batch
+from r1v2_jax.data.tokenizer import build_demo_tokenizer
+from r1v2_jax.models import VLMConfig, init_params
+from r1v2_jax.rl.evaluate import evaluate
+from r1v2_jax.rl.examples import PromptExample, from_synthetic_many
+from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
+from r1v2_jax.train.metrics import MetricsWriter
+from r1v2_jax.train.optimizer import make_optimizer
+from r1v2_jax.train.sft import make_sft_update, sft_batch
+
+STAGES = ("warmstart", "grpo")
+
+
+@dataclasses.dataclass
+class DemoContext:
+    cfg: ml_collections.ConfigDict
+    model: VLMConfig
+    tokenizer: Any
+    prompt: PromptConfig
+    train: list[PromptExample]
+    heldout: list[PromptExample]
+    train_raw: list
+    score: Callable
+    out: str
+    log: Callable[[str], None]
+
+
+def build_context(cfg, out: str, log: Callable[[str], None] = print) -> DemoContext:
+    from r1v2_jax.demo.scoring import make_scorer
+
+    tok = build_demo_tokenizer(synthetic.vocabulary())
+    m = cfg.model.to_dict()
+    if tok.vocab_size > m["text"]["vocab_size"]:
+        raise ValueError(f"demo tokenizer has {tok.vocab_size} tokens, more than "
+                         f"model.text.vocab_size={m['text']['vocab_size']}")
+    m["image_token_id"] = tok.img_context_id
+    m["text"]["eos_token_id"] = tok.eos_id
+    model = VLMConfig.from_dict(m)
+    prompt = PromptConfig(num_image_token=model.num_image_tokens)
+    tiling = TilingConfig(image_size=model.vision.image_size, min_num=1, max_num=1,
+                          use_thumbnail=False)
+    d = cfg.demo
+    scene_cfg = synthetic.SyntheticConfig(image_size=model.vision.image_size)
+    data = synthetic.make_dataset(int(d.data_seed), int(d.num_examples),
+                                  heldout_fraction=float(d.heldout_fraction), config=scene_cfg)
+    heldout_raw = list(data.heldout[:int(d.num_heldout)])
+    train = from_synthetic_many(data.train, tok, tiling, prompt)
+    heldout = from_synthetic_many(heldout_raw, tok, tiling, prompt, uid_offset=10**6)
+    return DemoContext(cfg, model, tok, prompt, train, heldout, list(data.train),
+                       make_scorer(cfg.reward), out, log)
+
+
+def run_warmstart(ctx: DemoContext, params, stage_dir: str):
+    """SFT on templated reasoning traces; returns (params, eval metrics)."""
+    cfg, w = ctx.cfg, ctx.cfg.warmstart
+    seqs = [build_training_sequence(ctx.tokenizer, e.question, (1,),
+                                    synthetic.reasoning_trace(raw.scene, raw.question), ctx.prompt)
+            for e, raw in zip(ctx.train, ctx.train_raw)]
+    seq_len = -(-max(len(s.ids) for s in seqs) // 16) * 16
+    trainable, frozen = split_params(params, trainable_parts(w.trainable))
+    optim = ml_collections.ConfigDict(dict(cfg.optim))
+    optim.update(lr=float(w.lr), warmup_steps=int(w.warmup), total_steps=int(w.steps),
+                 schedule="cosine")
+    optimizer = make_optimizer(optim)
+    opt_state = optimizer.init(trainable)
+    update = make_sft_update(ctx.model, optimizer)
+    writer = MetricsWriter(stage_dir)
+    state = DataState()
+    size = ctx.model.vision.image_size
+    micro = int(w.micro_batch_size)
+    t0 = time.time()
+    for step in range(1, int(w.steps) + 1):
+        idx, state = next_batch(list(range(len(seqs))), int(w.batch_size), state, int(w.seed))
+        batch = sft_batch([seqs[i].ids[:seqs[i].prompt_length] for i in idx],
+                          [seqs[i].ids[seqs[i].prompt_length:] for i in idx],
+                          [ctx.train[i].pixel_values for i in idx], seq_len=seq_len, micro=micro,
+                          tiles_per_micro=micro, pad_id=ctx.tokenizer.pad_id,
+                          image_shape=(size, size, 3))
+        trainable, opt_state, m = update(frozen, trainable, opt_state, batch)
+        if step % 20 == 0 or step == int(w.steps):
+            writer.write({"step": step, "stage": "warmstart", "loss": m["loss"],
+                          "seconds": time.time() - t0})
+    params = merge_params(trainable, frozen)
+    metrics = eval_params(ctx, params)
+    writer.write({"step": int(w.steps), "stage": "warmstart", **metrics})
+    writer.close()
+    ctx.log(f"[warmstart] {int(w.steps)} steps in {time.time() - t0:.0f}s: "
+            f"accuracy {metrics['eval_accuracy']:.3f}, format {metrics['eval_format_rate']:.3f}")
+    return params, metrics
+
+
+def eval_params(ctx: DemoContext, params) -> dict[str, float]:
+    return evaluate(ctx.model, params, ctx.heldout, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                    max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
+                    batch_size=int(ctx.cfg.rollout.eval_batch_size), score=ctx.score)
+
+
+def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool, steps: int | None = None):
+    from r1v2_jax.rl.grpo_trainer import GRPOTrainer
+
+    cfg = ml_collections.ConfigDict(ctx.cfg.to_dict())
+    cfg.ssb.enabled = ssb
+    name = "grpo" if ssb else "grpo_no_ssb"
+    trainer = GRPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                          train=ctx.train, heldout=ctx.heldout, score=ctx.score,
+                          workdir=stage_dir, stage=name, log=ctx.log)
+    t0 = time.time()
+    trainer.run(steps)
+    final = trainer.evaluate()
+    ctx.log(f"[{name}] {trainer.step} steps in {time.time() - t0:.0f}s: "
+            f"accuracy {final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}")
+    return trainer.params(), final
+
+
+def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_ssb: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    os.makedirs(out, exist_ok=True)
+    t0 = time.time()
+    ctx = build_context(cfg, out, log)
+    log(f"demo: {len(ctx.train)} train / {len(ctx.heldout)} held-out prompts, "
+        f"model {sum(x.size for x in jax.tree.leaves(init_params(ctx.model, jax.random.key(0)))) / 1e6:.1f}M params")
+    params = init_params(ctx.model, jax.random.key(int(cfg.train.seed)))
+    results: dict[str, Any] = {"start": eval_params(ctx, params)}
+    if "warmstart" in stages:
+        params, results["warmstart"] = run_warmstart(ctx, params, os.path.join(out, "warmstart"))
+    if "grpo" in stages:
+        if with_ssb:
+            _, results["grpo"] = run_grpo(ctx, params, os.path.join(out, "grpo"), ssb=True)
+        if compare_no_ssb or not with_ssb:
+            _, results["grpo_no_ssb"] = run_grpo(ctx, params, os.path.join(out, "grpo_no_ssb"),
+                                                 ssb=False)
+    results["seconds"] = time.time() - t0
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    from r1v2_jax.demo.report import write_report
+    write_report(out, results, log)
+    return results

@@ -1,0 +1,79 @@
+"""The demo's summary table (Markdown) and plots (PNG)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from r1v2_jax.train.metrics import read_metrics
+
+ROWS = (("start", "random init"), ("warmstart", "warm start (SFT)"), ("rm", "reward model"),
+        ("mpo", "MPO"), ("dpo", "DPO (same pairs)"), ("sft_pairs", "SFT (same pairs)"),
+        ("grpo", "GRPO + SSB"), ("grpo_no_ssb", "GRPO, no SSB"))
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def summary_table(out: str, results: dict[str, Any]) -> str:
+    lines = ["| stage | held-out accuracy | format rate | hallucination rate | effective share (update batch) | replay share |",
+             "|---|---|---|---|---|---|"]
+    for key, label in ROWS:
+        r = results.get(key)
+        if not r or "eval_accuracy" not in r:
+            continue
+        eff = rep = "-"
+        path = os.path.join(out, key)
+        if key.startswith("grpo") and os.path.exists(os.path.join(path, "metrics.jsonl")):
+            steps = [m for m in read_metrics(path) if "effective_ratio_batch" in m]
+            eff = f"{_mean([m['effective_ratio_batch'] for m in steps]):.2f} (min {min(m['effective_ratio_batch'] for m in steps):.2f})"
+            rep = f"{_mean([m.get('replay_ratio', 0.0) for m in steps]):.2f}"
+        lines.append(f"| {label} | {r['eval_accuracy']:.3f} | {r['eval_format_rate']:.3f} | "
+                     f"{r['eval_hallucination_rate']:.3f} | {eff} | {rep} |")
+    return "\n".join(lines)
+
+
+def plot_runs(out: str) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {name: read_metrics(os.path.join(out, name)) for name in ("grpo", "grpo_no_ssb")
+            if os.path.exists(os.path.join(out, name, "metrics.jsonl"))}
+    written = []
+    if not runs:
+        return written
+    panels = (("reward_mean", "mean reward (fresh rollouts)"),
+              ("accuracy", "training accuracy (fresh rollouts)"),
+              ("effective_ratio_fresh", "effective share: fresh samples"),
+              ("effective_ratio_batch", "effective share: update batch"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        for name, rows in runs.items():
+            pts = [(m["step"], m[key]) for m in rows if key in m and m["step"] > 0]
+            if pts:
+                ax.plot(*zip(*pts), label="with SSB" if name == "grpo" else "without SSB")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("GRPO step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out, "grpo_curves.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write_report(out: str, results: dict[str, Any], log: Callable[[str], None] = print) -> str:
+    table = summary_table(out, results)
+    plots = plot_runs(out)
+    text = "# r1v2 demo summary\n\n" + table + "\n\n" + "\n".join(f"![]({os.path.basename(p)})" for p in plots) + \
+        f"\n\nTotal time: {results.get('seconds', 0):.0f} s\n"
+    path = os.path.join(out, "summary.md")
+    with open(path, "w") as f:
+        f.write(text)
+    log("\n" + table + "\n")
+    log(f"summary: {path}; plots: {', '.join(plots) or '(none)'}")
+    return path
