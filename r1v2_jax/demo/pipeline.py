@@ -53,7 +53,7 @@ class DemoContext:
 
 
 def build_context(cfg, out: str, log: Callable[[str], None] = print) -> DemoContext:
-    from r1v2_jax.demo.scoring import make_scorer
+    from r1v2_jax.rl.scoring import make_scorer
 
     tok = build_demo_tokenizer(synthetic.vocabulary())
     m = cfg.model.to_dict()

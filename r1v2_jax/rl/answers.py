@@ -25,6 +25,7 @@ from itertools import product
 ANSWER_TYPES = ("math", "number", "choice", "text")
 THINK_CLOSE = "</think>"
 _BOX_OPENERS = ("\\boxed{", "\\fbox{")
+_WHITESPACE_RUN = re.compile(r"\s+")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf)\s*\{([^{}]*)\}")
 
 
@@ -64,7 +65,8 @@ class AnswerCheckConfig:
         if self.max_answer_chars < 1 or self.num_workers < 1:
             raise ValueError("AnswerCheckConfig.max_answer_chars and num_workers must be >= 1")
         if not self.choice_letters or not self.choice_letters.isupper():
-            raise ValueError(f"AnswerCheckConfig.choice_letters must be upper-case letters, got {self.choice_letters!r}")
+            raise ValueError(
+                f"AnswerCheckConfig.choice_letters must be upper-case letters, got {self.choice_letters!r}")
 
 
 @dataclass(frozen=True)
@@ -124,13 +126,14 @@ def find_choice_letter(text: str, letters: str) -> str | None:
     """An option letter: the whole text ("B", "(B)", "B."), "answer is (B)", or a
     last line that starts with an option ("B. 42")."""
     cls = f"[{re.escape(letters)}]"
-    clean = _unwrap_text(text)
-    whole = re.fullmatch(rf"\(?\s*({cls})\s*\)?\s*[.:)]?", clean)
+    # whitespace runs -> one character first, so every pattern below uses bounded `\s?`:
+    # adjacent `\s*` backtrack polynomially on a long blank run (seconds at 250 spaces)
+    clean = _WHITESPACE_RUN.sub(lambda m: "\n" if "\n" in m.group() else " ", _unwrap_text(text))
+    whole = re.fullmatch(rf"\(? ?({cls}) ?\)? ?[.:)]?", clean)
     if whole:
         return whole.group(1)
-    said = re.findall(
-        rf"(?i:answer|option|choice)\s*(?i:is)?\s*[:：]?\s*(?i:option)?\s*\(?({cls})\)?(?![A-Za-z0-9])", clean
-    )
+    said = re.findall(rf"(?i:answer|option|choice)\s?(?i:is)?\s?[:：]?\s?(?i:option)?\s?\(?({cls})\)?(?![A-Za-z0-9])",
+                      clean)
     if said:
         return said[-1]
     lines = [ln.strip() for ln in clean.splitlines() if ln.strip()]
@@ -271,6 +274,6 @@ def check_answer(response: str, gold: str, answer_type: str, cfg: AnswerCheckCon
         raise
     except TimeoutException:
         return AnswerCheck(False, "timeout (math-verify)", answer)
-    except (Exception, RecursionError) as e:  # a pathological answer: zero, with the cause
+    except Exception as e:  # a pathological answer (RecursionError, MemoryError...): zero, with the cause
         return AnswerCheck(False, f"error ({type(e).__name__})", answer)
     return AnswerCheck(ok, reason, answer)

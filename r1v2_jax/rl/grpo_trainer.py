@@ -28,7 +28,7 @@ from r1v2_jax.rl.evaluate import evaluate
 from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.grpo_step import GRPOLossOptions, make_grpo_update, make_score_fn
 from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
-from r1v2_jax.rl.ssb import SelectiveSampleBuffer, SSBConfig
+from r1v2_jax.rl import ssb as ssb_lib
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.metrics import MetricsWriter
@@ -81,8 +81,11 @@ class GRPOTrainer:
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.step = 0
         self.data_state = DataState()
-        ssb_cfg = SSBConfig(**{k: v for k, v in dict(cfg.ssb).items() if k != "enabled"})
-        self.ssb = SelectiveSampleBuffer(ssb_cfg, seed=int(cfg.train.seed)) if cfg.ssb.enabled else None
+        self.ssb = None
+        if cfg.ssb.enabled:
+            self.ssb = ssb_lib.SelectiveSampleBuffer(ssb_lib.SSBConfig(**dict(cfg.ssb)),
+                                                     seed=int(cfg.train.seed))
+        self.by_uid = {e.uid: e for e in self.train_examples}
         opts = GRPOLossOptions.from_config(g, r.temperature, r.max_new_tokens)
         self.update_on_policy = make_grpo_update(model_config, dataclasses.replace(
             opts, use_old_logps=False, use_is_weights=self._needs_is()), self.optimizer,
@@ -213,14 +216,23 @@ class GRPOTrainer:
         return record
 
     def _assemble_with_ssb(self, fresh: list[Sample]):
-        self.ssb.add(fresh, step=self.step, policy_version=self.step)
-        picked = self.ssb.assemble(fresh, batch_size=len(fresh), step=self.step,
-                                   policy_version=self.step)
-        batch = list(picked.samples)
+        """Fresh effective samples first; zero-advantage slots refilled from the buffer.
+        Buffer entries hold (prompt uid, response ids, behaviour log-probs): the prompt
+        itself is re-read from the dataset, so checkpoints stay small."""
+        wrapped = [ssb_lib.Sample(ssb_lib.Payload(s.example.uid, s.completion_ids, s.behaviour_logps),
+                                  s.reward, s.advantage, s.policy_version) for s in fresh]
+        picked = self.ssb.assemble(wrapped, step=self.step, policy_version=self.step)
+        batch = []
+        for w in picked.samples:
+            p = w.payload
+            batch.append(Sample(self.by_uid[int(p.prompt_ref)], np.asarray(p.response_ids, np.int32),
+                                np.asarray(p.behaviour_logps, np.float32), "", False,
+                                reward=w.reward, advantage=w.advantage,
+                                policy_version=w.policy_version))
         weights = None
         if self._needs_is():
             weights = self._truncated_is_weights(batch, picked.replayed)
-        return batch, weights, dict(picked.metrics)
+        return batch, weights, picked.metrics.as_dict()
 
     def _truncated_is_weights(self, batch: list[Sample], replayed: Sequence[bool]) -> np.ndarray:
         """Per-sequence weight min(exp(mean_t(logp_now - logp_behaviour)), cap) for replayed

@@ -209,7 +209,8 @@ def calibrate(scores: Sequence[float] | np.ndarray, ddof: int = 0) -> Calibratio
     """(mean, std) of reward-model scores on a calibration set (fp64, std with `ddof`)."""
     s = np.asarray(scores, np.float64).reshape(-1)
     if s.size <= max(1, ddof) or not np.all(np.isfinite(s)):
-        raise ValueError(f"calibrate: need > {max(1, ddof)} finite scores, got {s.size} (finite: {np.isfinite(s).sum()})")
+        raise ValueError(f"calibrate: need > {max(1, ddof)} finite scores, got {s.size} "
+                         f"(finite: {np.isfinite(s).sum()})")
     std = float(s.std(ddof=ddof))
     if std <= 0.0:
         raise ValueError("calibrate: all calibration scores are equal (std 0): cannot standardise")
@@ -254,8 +255,11 @@ class RewardBatch:
     extracted: tuple[str | None, ...]
 
 
-def rm_term(rm_raw, accuracy, has_reference, config: HybridRewardConfig, calibration: Calibration | None) -> np.ndarray:
-    """Standardise -> clip to [-tau, tau] -> gate (see module docstring)."""
+def rm_term(
+    rm_raw: np.ndarray, accuracy: np.ndarray, has_reference: np.ndarray, config: HybridRewardConfig,
+    calibration: Calibration | None,
+) -> np.ndarray:
+    """Standardise -> clip to [-tau, tau] -> gate (see module docstring); float32 [B]."""
     z = np.asarray(rm_raw, np.float32)
     if config.rm_standardize:
         if calibration is None:

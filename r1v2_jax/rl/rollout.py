@@ -53,10 +53,11 @@ def pack_prompts(examples: Sequence[PromptExample], pad_id: int, image_shape: tu
 
 def rollout(config, params, examples: Sequence[PromptExample], options: SamplingOptions, *,
             tokenizer: Tokenizer, prompt: PromptConfig, seed: int, policy_version: int,
-            score: Callable[[PromptExample, str], dict[str, Any]]) -> list[list[Sample]]:
+            score: Callable[..., dict[str, Any]]) -> list[list[Sample]]:
     """Samples `options.num_samples` responses for each example (one shared prefill per
-    prompt) and scores each with `score(example, response) -> {"reward", "accuracy",
-    "format", "hallucinated"}`. Returns the groups, in example order."""
+    prompt) and scores them with `score(examples, responses) -> {"reward", "accuracy",
+    "format", "hallucinated": arrays}` (`r1v2_jax.rl.scoring`). Returns the groups, in
+    example order."""
     from r1v2_jax.generate import generate
 
     size = config.vision.image_size
@@ -77,11 +78,12 @@ def rollout(config, params, examples: Sequence[PromptExample], options: Sampling
             completion = tokens[row, :n].astype(np.int32)
             text_ids = completion[:-1] if n and completion[-1] == tokenizer.eos_id else completion
             response = response_of(tokenizer.decode(text_ids, skip_special_tokens=False), prompt)
-            s = Sample(example, completion, logps[row, :n].astype(np.float32), response,
-                       bool(truncated[row]), policy_version=policy_version)
-            r = score(example, response)
-            s.reward, s.accuracy, s.format = float(r["reward"]), float(r["accuracy"]), float(r["format"])
-            s.hallucinated = bool(r.get("hallucinated", False))
-            group.append(s)
+            group.append(Sample(example, completion, logps[row, :n].astype(np.float32), response,
+                                bool(truncated[row]), policy_version=policy_version))
         groups.append(group)
+    flat = [s for g in groups for s in g]
+    r = score([s.example for s in flat], [s.response for s in flat])
+    for i, s in enumerate(flat):
+        s.reward, s.accuracy, s.format = float(r["reward"][i]), float(r["accuracy"][i]), float(r["format"][i])
+        s.hallucinated = bool(r["hallucinated"][i])
     return groups

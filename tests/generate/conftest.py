@@ -28,7 +28,7 @@ def tiny_model():
                         head_dim=8, rope_theta=10000.0),
         image_token_id=IMAGE_ID)
     params = jax.jit(init_params, static_argnums=0)(config, jax.random.key(0))
-    params["text"]["lm_head"]["kernel"] = params["text"]["lm_head"]["kernel"] * 100.0
+    params["text"]["lm_head"]["kernel"] = params["text"]["lm_head"]["kernel"] * 20.0
     return config, params
 
 

@@ -67,10 +67,14 @@ TABLE = [
      "answer_too_long (120001 > 1000 chars)"),
     (R + "\\boxed{" * 100_000 + "\n7", "7", "math", True, "match"),  # unclosed boxes: last line
     (R + "x" * 100_000, "7", "math", False, "answer_too_long (100000 > 1000 chars)"),
+    # long blank runs once made the option-letter regex backtrack polynomially
+    (R + "The answer is" + " \n" * 50_000 + "(B)", "B", "choice", True, "match"),
+    (R + "The answer" + " " * 100_000 + "?", "B", "choice", False, "answer_too_long (100011 > 1000 chars)"),
 ]
 
 
-@pytest.mark.parametrize("response,gold,answer_type,correct,reason", TABLE)
+@pytest.mark.parametrize("response,gold,answer_type,correct,reason", TABLE,
+                         ids=[f"{i:02d}-{row[2]}-{row[4].split()[0]}" for i, row in enumerate(TABLE)])
 def test_answer_table(response, gold, answer_type, correct, reason):
     got = check_answer(response, gold, answer_type, CFG)
     assert (got.correct, got.reason) == (correct, reason)
