@@ -24,6 +24,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     to_jax.add_argument("dst", help="new JAX checkpoint folder (must not exist)")
     to_jax.add_argument("--dtype", type=_dtype, default="bfloat16",
                         help="bfloat16 (default), float16, float32, float64 or 'keep'")
+    to_jax.add_argument("--max-chunk-size", default="1GiB",
+                        help="largest zarr chunk (default 1GiB; stacked arrays are also "
+                             "chunked per layer)")
     to_jax.set_defaults(func=_run_to_jax)
     to_hf = sub.add_parser("to-hf", help="JAX checkpoint folder -> HF checkpoint folder")
     to_hf.add_argument("src", help="JAX checkpoint folder (params/ + model_config.json)")
@@ -39,12 +42,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _report(convert, *args, **kwargs) -> int:
+def _report(convert) -> int:
     """Bad input is a message on stderr and exit status 1, not a traceback."""
     from r1v2_jax.convert.errors import ConversionError
 
     try:
-        out = convert(*args, **kwargs)
+        out = convert()
     except ConversionError as err:
         print(f"r1v2 convert: error: {err}", file=sys.stderr)
         return 1
@@ -53,13 +56,15 @@ def _report(convert, *args, **kwargs) -> int:
 
 
 def _run_to_jax(args) -> int:
+    from r1v2_jax.convert.hf_save import parse_size
     from r1v2_jax.convert.streaming import convert_to_jax
 
-    return _report(convert_to_jax, args.src, args.dst, dtype=args.dtype)
+    return _report(lambda: convert_to_jax(args.src, args.dst, dtype=args.dtype,
+                                          max_chunk_bytes=parse_size(args.max_chunk_size)))
 
 
 def _run_to_hf(args) -> int:
     from r1v2_jax.convert.hf_save import convert_to_hf
 
-    return _report(convert_to_hf, args.src, args.dst, args.layout, dtype=args.dtype,
-                   shard_size=args.shard_size)
+    return _report(lambda: convert_to_hf(args.src, args.dst, args.layout, dtype=args.dtype,
+                                         shard_size=args.shard_size))

@@ -106,7 +106,8 @@ class _Fields:
     def square(self, key: str) -> int:
         value = self.get(key, (int, list))
         if isinstance(value, list):
-            if len(value) != 2 or value[0] != value[1] or not all(isinstance(v, int) for v in value):
+            square = len(value) == 2 and value[0] == value[1]
+            if not square or not all(isinstance(v, int) for v in value):
                 raise self.fail(key, f"is {value}; only square sizes are supported")
             value = value[0]
         return value
@@ -124,7 +125,8 @@ def _text(f: _Fields, tie: bool) -> TextConfig:
         rope.expect("rope_type", ("default",), "default", "only plain RoPE is supported")
         extra = sorted(set(rope.raw) - {"rope_type", "rope_theta"})
         if extra:
-            raise rope.fail(extra[0], "is set; only plain RoPE (rope_type, rope_theta) is supported")
+            raise rope.fail(extra[0], "is set; only plain RoPE (rope_type, rope_theta) is "
+                                      "supported")
         rope_theta = rope.get("rope_theta", float)
     layer_types = f.get("layer_types", list, None)
     if layer_types is not None and any(t != "full_attention" for t in layer_types):

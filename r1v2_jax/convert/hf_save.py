@@ -44,6 +44,13 @@ def parse_size(size: int | str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+def _file_mode() -> int:
+    """Permissions an ordinary new file gets under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _plan(rules: list[TensorRule], dtypes: dict[str, np.dtype], shard_bytes: int):
     """Greedy shards of (key, rule, layer) in rule order; a tensor never spans shards."""
     shards, current, size = [], [], 0
@@ -98,6 +105,7 @@ def write_hf(config: VLMConfig, read_leaf: ReadLeaf, leaf_dtypes: dict[LeafPath,
                 weight_map[key] = name
                 total += tensors[key].nbytes
             save_file(tensors, tmp / name, metadata={"format": "pt"})
+            os.chmod(tmp / name, _file_mode())  # the library creates files 0600
             del tensors
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))

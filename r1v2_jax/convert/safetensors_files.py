@@ -65,7 +65,8 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], list[str]]:
     end_max = 0
     for key, entry in header.items():
         try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            dtype, shape = entry["dtype"], tuple(entry["shape"])
+            begin, end = entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             problems.append(f"{file}: malformed header entry for tensor {key!r}")
             continue

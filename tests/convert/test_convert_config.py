@@ -11,6 +11,7 @@ import pytest
 from r1v2_jax.convert import ConversionError, load_hf_config
 from r1v2_jax.convert.hf_config_out import hf_config_dict
 from r1v2_jax.convert.mapping import leaf_shapes, rules_for
+from r1v2_jax.models.config import TextConfig, VisionConfig
 
 SPEC = Path("/work/shared/spec")
 SPEC_CONFIG = json.loads((SPEC / "r1v2_38b_config.json").read_text())
@@ -26,17 +27,21 @@ def _write(folder: Path, config: dict, **files) -> Path:
 
 def test_38b_config_has_the_spec_sizes(tmp_path):
     cfg = load_hf_config(_write(tmp_path, SPEC_CONFIG))
-    v, t = cfg.vision, cfg.text
-    assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.head_dim) == (3200, 45, 25, 128)
-    assert (v.intermediate_size, v.image_size, v.patch_size) == (12800, 448, 14)
-    assert (v.norm_type, v.qkv_bias, v.qk_normalization, v.layer_norm_eps) == ("rms_norm", False, True, 1e-6)
-    assert v.qk_norm_eps == 1e-6
-    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads) == (5120, 64, 40, 8)
-    assert (t.head_dim, t.intermediate_size, t.vocab_size, t.rms_norm_eps) == (128, 27648, 152064, 1e-5)
-    assert (t.rope_theta, t.max_position_embeddings, t.tie_word_embeddings) == (1e6, 40960, False)
-    assert (t.bos_token_id, t.eos_token_id) == (151643, 151645)
-    assert (cfg.downsample_ratio, cfg.ps_version, cfg.select_layer, cfg.num_image_tokens) == (0.5, "v2", -1, 256)
-    assert (cfg.force_image_size, cfg.max_dynamic_patch, cfg.use_thumbnail) == (448, 12, True)
+    assert cfg.vision == VisionConfig(
+        hidden_size=3200, num_hidden_layers=45, num_attention_heads=25, intermediate_size=12800,
+        image_size=448, patch_size=14, num_channels=3, qkv_bias=False, qk_normalization=True,
+        norm_type="rms_norm", layer_norm_eps=1e-6, qk_norm_eps=1e-6)
+    assert cfg.vision.head_dim == 128
+    assert cfg.text == TextConfig(
+        vocab_size=152064, hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
+        num_attention_heads=40, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5,
+        rope_theta=1e6, max_position_embeddings=40960, tie_word_embeddings=False,
+        bos_token_id=151643, eos_token_id=151645)
+    assert (cfg.downsample_ratio, cfg.ps_version, cfg.select_layer) == (0.5, "v2", -1)
+    assert (cfg.num_image_tokens, cfg.image_token_id) == (256, 151667)
+    assert (cfg.force_image_size, cfg.dynamic_image_size, cfg.use_thumbnail) == (448, True, True)
+    assert (cfg.min_dynamic_patch, cfg.max_dynamic_patch) == (1, 12)
+    assert cfg.template == "skywork-r1v-chat"
     counts = {}
     for leaf, shape in leaf_shapes(cfg).items():
         counts[leaf[0]] = counts.get(leaf[0], 0) + int(np.prod(shape))
@@ -81,7 +86,8 @@ def test_layout_b_ties_from_top_level_default_true(tmp_path):
     cfg = load_hf_config(_write(tmp_path / "spec", SPEC_CONFIG))
     assert load_hf_config(_write(tmp_path / "a", _layout_b(cfg))).text.tie_word_embeddings
     assert load_hf_config(_write(tmp_path / "b", _layout_b(cfg, True))).text.tie_word_embeddings
-    assert not load_hf_config(_write(tmp_path / "c", _layout_b(cfg, False))).text.tie_word_embeddings
+    untied = load_hf_config(_write(tmp_path / "c", _layout_b(cfg, False)))
+    assert not untied.text.tie_word_embeddings
 
 
 def test_both_layouts_written_by_us_read_back_identically(tmp_path):

@@ -18,7 +18,8 @@ INDEX = "model.safetensors.index.json"
 # in-memory transformers name prefix -> saved (canonical) prefix
 _SAVED = (("model.vision_tower.", "vision_tower."),
           ("model.multi_modal_projector.", "multi_modal_projector."),
-          ("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."))
+          ("model.language_model.", "language_model.model."),
+          ("lm_head.", "language_model.lm_head."))
 
 
 def saved_name(name: str) -> str:
@@ -119,7 +120,8 @@ def _missing(shards):
 
 
 def _extra(shards):
-    shards[_file_of(shards, Q0)]["vision_tower.encoder.layer.0.attention.rel_pos"] = np.ones(3, np.float32)
+    extra = "vision_tower.encoder.layer.0.attention.rel_pos"
+    shards[_file_of(shards, Q0)][extra] = np.ones(3, np.float32)
 
 
 def _misshaped(shards):

@@ -134,7 +134,8 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
 def test_cli_converts_both_ways_and_reports_errors(tmp_path, capsys):
     src, _ = make_tiny_hf(tmp_path, layout="original")
-    assert cli_main(["convert", "to-jax", str(src), str(tmp_path / "jax"), "--dtype", "keep"]) == 0
+    assert cli_main(["convert", "to-jax", str(src), str(tmp_path / "jax"), "--dtype", "keep",
+                     "--max-chunk-size", "2KB"]) == 0
     assert cli_main(["convert", "to-hf", str(tmp_path / "jax"), str(tmp_path / "hf"),
                      "--layout", "original", "--shard-size", "40KB"]) == 0
     assert_same_tensors(src, tmp_path / "hf")
