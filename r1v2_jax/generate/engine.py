@@ -23,6 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from r1v2_jax.generate.decode import decode_step, split_cache, split_layers
 from r1v2_jax.generate.sampling import row_keys, sample_tokens, step_keys
 from r1v2_jax.models import VLM, KVCache, VLMConfig
 
@@ -99,7 +100,6 @@ def _prefill(plan: Plan, info: _ProgramInfo, params, ids, lengths, pixels):
 
 def _program(plan: Plan, info: _ProgramInfo):
     g, n, p = plan.num_samples, plan.new_tokens, plan.prompt_len
-    model = VLM(plan.config)
     eos = jnp.asarray(plan.eos_ids, jnp.int32)
 
     def is_stop(tokens):
@@ -136,21 +136,22 @@ def _program(plan: Plan, info: _ProgramInfo):
             step, _, _, _, _, done, _ = state
             return (step < max_new_tokens) & ~jnp.all(done)
 
+        layers = split_layers(params)  # sliced once, outside the loop (see decode.py)
+
         def body(state):
-            step, cache, last, tokens, logprobs, done, gen_len = state
-            out = model.apply({"params": params}, last[:, None],
-                              positions=(lengths + step - 1)[:, None], cache=cache,
-                              cache_index=p + step - 1, kv_mask=kv_mask)
-            tok, lp = pick(out.logits[:, 0], step)
+            step, caches, last, tokens, logprobs, done, gen_len = state
+            logits, caches = decode_step(plan.config, params, layers, caches, last,
+                                         lengths + step - 1, p + step - 1, kv_mask)
+            tok, lp = pick(logits, step)
             tok = jnp.where(done, plan.pad_id, tok)
             lp = jnp.where(done, 0.0, lp)
             tokens = tokens.at[:, step].set(tok)
             logprobs = logprobs.at[:, step].set(lp)
             gen_len = jnp.where(done, gen_len, step + 1)
             done = done | is_stop(tok)
-            return step + 1, out.cache, tok, tokens, logprobs, done, gen_len
+            return step + 1, caches, tok, tokens, logprobs, done, gen_len
 
-        state = (jnp.int32(1), cache, tok, tokens, logprobs, done, gen_len)
+        state = (jnp.int32(1), split_cache(cache), tok, tokens, logprobs, done, gen_len)
         _, _, _, tokens, logprobs, done, gen_len = jax.lax.while_loop(cond, body, state)
         return tokens, logprobs, gen_len, ~done
 

@@ -49,7 +49,7 @@ class GRPOTrainer:
     def __init__(self, cfg, model_config: VLMConfig, params, *, tokenizer: Tokenizer,
                  prompt: PromptConfig, train: Sequence[PromptExample],
                  heldout: Sequence[PromptExample], score: Scorer, workdir: str,
-                 stage: str = "grpo", log: Callable[[str], None] = print):
+                 stage: str = "grpo", log: Callable[[str], None] = print, mesh=None, rules=None):
         self.cfg, self.config, self.tok, self.prompt = cfg, model_config, tokenizer, prompt
         self.train_examples, self.heldout, self.score = list(train), list(heldout), score
         self.workdir, self.stage, self.log = workdir, stage, log
@@ -67,6 +67,12 @@ class GRPOTrainer:
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
 
+        self.mesh, self.rules = mesh, rules
+        if mesh is not None:
+            # Every parameter goes straight to its shard; jit propagates the layout to the
+            # optimizer state and the activations (batch axis over data x fsdp).
+            from r1v2_jax.sharding import param_shardings
+            params = jax.device_put(params, param_shardings(model_config, mesh, rules))
         parts = trainable_parts(cfg.train.trainable)
         trainable, self.frozen = split_params(params, parts)
         self.compute_dtype = None
@@ -77,7 +83,7 @@ class GRPOTrainer:
         self.ref_trainable = jax.tree.map(jnp.copy, trainable) if g.beta else trainable
         self.trainable = trainable
         self.optimizer = make_optimizer(cfg.optim)
-        self.opt_state = self.optimizer.init(trainable)
+        self.opt_state = jax.jit(self.optimizer.init)(trainable)
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.step = 0
         self.data_state = DataState()
@@ -257,6 +263,18 @@ class GRPOTrainer:
         pix = None if b.pixel_values is None else b.pixel_values[0]
         return np.asarray(self.score_logps(self.params(), b.input_ids[0], b.attention_mask[0], pix))
 
+    def _put(self, mb):
+        """Shards each micro-batch's rows over the batch mesh axes ([M, b, ...]: axis 1)."""
+        if self.mesh is None:
+            return mb
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from r1v2_jax.sharding import batch_sharding
+
+        def put(x):
+            spec = batch_sharding(self.mesh, self.rules, x.shape[1:]).spec
+            return jax.device_put(x, NamedSharding(self.mesh, P(None, *spec)))
+        return jax.tree.map(put, mb)
+
     def _update(self, batch: list[Sample], is_weights) -> dict[str, float]:
         g = self.cfg.grpo
         iterations = int(g.num_iterations)
@@ -276,7 +294,8 @@ class GRPOTrainer:
                     mb.old_logps = old[idx].reshape(mb.old_logps.shape)
                     fn = self.update_off_policy
                 self.trainable, self.opt_state, m = fn(self.frozen, self.ref_trainable,
-                                                       self.trainable, self.opt_state, mb)
+                                                       self.trainable, self.opt_state,
+                                                       self._put(mb))
                 for k, v in m.items():
                     sums.setdefault(k, []).append(float(v))
         self.counters["skipped_updates"] += int(sum(sums.get("skipped", [0])))

@@ -59,3 +59,24 @@ def mesh_from_config(cfg) -> Mesh:
     """cfg: ConfigDict with `ici` (and optional `dcn`) axis-size mappings."""
     dcn = dict(cfg.dcn) if "dcn" in cfg and cfg.dcn else None
     return make_mesh(dict(cfg.ici), dcn)
+
+
+def parse_axis_sizes(text: str) -> dict[str, int]:
+    """'data=1,fsdp=8,tensor=8' -> {'data': 1, 'fsdp': 8, 'tensor': 8} (-1 allowed once)."""
+    sizes: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in AXES or name in sizes:
+            raise ValueError(f"mesh {text!r}: expected comma-separated AXIS=SIZE with each axis "
+                             f"of {AXES} at most once, got {item!r}")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise ValueError(f"mesh {text!r}: size of {name!r} must be an integer, got "
+                             f"{value!r}") from None
+        if sizes[name] < 1 and sizes[name] != -1:
+            raise ValueError(f"mesh {text!r}: size of {name!r} must be >= 1 or -1")
+    if not sizes:
+        raise ValueError(f"mesh {text!r}: no axis sizes given")
+    return sizes

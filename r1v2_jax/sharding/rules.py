@@ -95,8 +95,25 @@ def param_shardings(config, mesh: Mesh, rules: Rules) -> Any:
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
 
 
-def batch_sharding(mesh: Mesh, rules: Rules, shape: Sequence[int]) -> NamedSharding:
-    """Shards the leading (batch) axis of an activation over the batch mesh axes (or
-    replicates it when the batch does not divide)."""
-    names = ("batch",) + (None,) * (len(shape) - 1)
+def batch_sharding(mesh: Mesh, rules: Rules, shape: Sequence[int], batch_axis: int = 0
+                   ) -> NamedSharding:
+    """Shards axis `batch_axis` (the batch) of an activation over the batch mesh axes (or
+    replicates it when the batch does not divide). Micro-batched arrays [M, b, ...] use
+    batch_axis=1: every micro-batch is split over the devices."""
+    names = [None] * len(shape)
+    names[batch_axis] = "batch"
     return NamedSharding(mesh, _spec_for(names, shape, mesh, rules))
+
+
+def batch_shardings(tree: Any, mesh: Mesh, rules: Rules, batch_axis: int = 0) -> Any:
+    """`batch_sharding` for every array (or ShapeDtypeStruct) of a pytree; None stays None."""
+    return jax.tree.map(lambda x: batch_sharding(mesh, rules, x.shape, batch_axis), tree)
+
+
+KV_CACHE_AXES = ("layers", "batch", "length", "kv_heads", "kv")
+
+
+def kv_cache_sharding(mesh: Mesh, rules: Rules, shape: Sequence[int]) -> NamedSharding:
+    """Sharding of a KV cache array [L, B, S, Hkv, D]: batch over the batch axes, KV heads
+    over `tensor` (as the k/v projections that write it)."""
+    return NamedSharding(mesh, _spec_for(KV_CACHE_AXES, shape, mesh, rules))

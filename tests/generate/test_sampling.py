@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from r1v2_jax.generate.sampling import filtered_logits, row_keys, sample_tokens, step_keys
+from r1v2_jax.generate.sampling import (filtered_logits, inverse_cdf_sample, nucleus_threshold,
+                                        row_keys, sample_tokens, step_keys)
 
 TOY_LOGITS = np.array([2.0, 1.5, 1.2, 0.7, 0.3, 0.0, -0.5, -1.5], np.float32)
 
@@ -125,3 +126,38 @@ def test_suppressed_tokens_are_never_picked_but_keep_full_logprobs():
     greedy, _ = _sample(keys[:1], logits[:1], greedy=True, temperature=jnp.float32(1.0),
                         top_k=0, use_top_p=False, top_p=jnp.float32(1.0), suppress=(0,))
     assert int(greedy[0]) == 1
+
+
+def test_inverse_cdf_sampling_across_blocks():
+    rng = np.random.default_rng(0)
+    weights = rng.random(300).astype(np.float32)
+    weights[rng.choice(300, 120, replace=False)] = 0.0  # zero weights, never drawn
+    weights[[0, 299]] = 0.0
+    n = 40000
+    u = jax.random.uniform(jax.random.key(3), (n,))
+    draw = jax.jit(inverse_cdf_sample, static_argnames="block")
+    idx = np.asarray(draw(u, jnp.broadcast_to(jnp.asarray(weights), (n, 300)), block=16))
+    counts = np.bincount(idx, minlength=300)
+    kept = weights > 0
+    assert (counts[~kept] == 0).all()
+    _, p_value = stats.chisquare(counts[kept], n * weights[kept] / weights.sum())
+    assert p_value > 1e-3
+    edges = np.asarray(draw(jnp.array([0.0, 1.0 - 2**-24]),
+                            jnp.broadcast_to(jnp.asarray(weights), (2, 300)), block=16))
+    nonzero = np.flatnonzero(kept)
+    assert edges.tolist() == [nonzero[0], nonzero[-1]]
+
+
+def test_nucleus_threshold_matches_a_sorted_cumulative_sum():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((40, 200)) * rng.uniform(0.5, 4, (40, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    for top_p in (0.3, 0.8, 0.95, 0.999):
+        order = np.argsort(-probs, axis=-1)
+        sorted_p = np.take_along_axis(probs, order, -1)
+        keep_sorted = (np.cumsum(sorted_p, -1) - sorted_p) < top_p
+        expected = np.zeros_like(keep_sorted)
+        np.put_along_axis(expected, order, keep_sorted, -1)
+        p32 = jnp.asarray(probs, jnp.float32)
+        got = np.asarray(p32 >= nucleus_threshold(p32, jnp.float32(top_p)))
+        np.testing.assert_array_equal(got, expected)

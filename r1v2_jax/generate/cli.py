@@ -1,0 +1,49 @@
+"""`r1v2 generate --ckpt DIR --image PATH --question TEXT`: answer one question."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate", help="answer a question about an image with a converted checkpoint",
+        description="Loads a JAX checkpoint folder (params/ + model_config.json, tokenizer "
+                    "files), builds the ChatML prompt opened with <think>, samples an answer "
+                    "and prints the reasoning and the answer separately.")
+    parser.add_argument("--ckpt", required=True, help="JAX checkpoint folder")
+    parser.add_argument("--image", default=None, help="image file (omit for text only)")
+    parser.add_argument("--question", required=True, help="the user question")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer folder or tokenizer.json (default: --ckpt)")
+    parser.add_argument("--system", default=None, help="system prompt (default: none)")
+    parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--max-new-tokens", type=int, default=4096)
+    parser.add_argument("--max-tiles", type=int, default=None,
+                        help="at most this many image tiles (default: the checkpoint's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=main)
+    return parser
+
+
+def main(args) -> int:
+    from r1v2_jax.convert import load_jax_checkpoint
+    from r1v2_jax.data.tokenizer import load_tokenizer
+    from r1v2_jax.generate.chat import SamplingOptions, answer_question
+
+    config, params = load_jax_checkpoint(args.ckpt)
+    tokenizer = load_tokenizer(args.tokenizer or args.ckpt)
+    options = SamplingOptions(temperature=args.temperature, top_p=args.top_p,
+                              top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                              seed=args.seed)
+    result = answer_question(config, params, tokenizer, args.question, args.image,
+                             system=args.system, options=options, max_tiles=args.max_tiles)
+    print("=== reasoning ===")
+    print(result.reasoning)
+    print("=== answer ===")
+    print(result.answer if result.answer else "(none: the reasoning was not closed)")
+    if result.truncated:
+        print(f"(stopped at --max-new-tokens={args.max_new_tokens})")
+    return 0

@@ -1,0 +1,35 @@
+"""The unstacked decode step equals the model's scanned forward with a KV cache."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1v2_jax.generate.decode import decode_step, split_cache, split_layers
+from r1v2_jax.models import VLM, KVCache
+
+
+def test_decode_step_matches_the_scanned_forward(tiny):
+    config, params = tiny
+    rng = np.random.default_rng(0)
+    b, p, s = 2, 5, 8
+    ids = jnp.asarray(rng.integers(1, 60, (b, p)), jnp.int32)
+    valid = jnp.asarray([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], bool)  # row 0 left-padded
+    positions = jnp.maximum(jnp.cumsum(valid, -1) - 1, 0)
+    kv_mask = jnp.concatenate([valid, jnp.ones((b, s - p), bool)], 1)
+    model = VLM(config)
+    prefill = model.apply({"params": params}, ids, positions=positions,
+                          cache=KVCache.init(config, b, s), cache_index=0, kv_mask=kv_mask)
+    token = jnp.asarray([7, 11], jnp.int32)
+    next_pos = positions[:, -1] + 1
+    ref = model.apply({"params": params}, token[:, None], positions=next_pos[:, None],
+                      cache=prefill.cache, cache_index=p, kv_mask=kv_mask)
+    logits, caches = jax.jit(decode_step, static_argnums=0)(
+        config, params, split_layers(params), split_cache(prefill.cache), token, next_pos,
+        jnp.int32(p), kv_mask)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref.logits[:, 0]), atol=1e-5)
+    assert logits.dtype == jnp.float32
+    for layer, (k, v) in enumerate(caches):
+        np.testing.assert_allclose(np.asarray(k), np.asarray(ref.cache.k[layer]), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(v), np.asarray(ref.cache.v[layer]), atol=1e-6)
