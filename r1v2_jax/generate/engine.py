@@ -7,8 +7,8 @@ Layout of one call (B prompts, G samples each, R = B*G output rows):
                  [P, P+N)         generated tokens; token j is written at slot P+j
     positions    prompt token i of a row -> i; generated token j -> length + j
 
-The prompt KV cache is computed once for the B prompts and repeated to R rows
-(prompt-major: row b*G + g is sample g of prompt b). Decode stops when every row has
+The prompt KV cache ([B, P] slots) is computed once for the B prompts, then repeated to
+R rows (prompt-major: row b*G + g is sample g of prompt b) and extended by N empty slots. Decode stops when every row has
 emitted a stop token or after `max_new_tokens` (a traced bound below the bucket N);
 tokens after a row's stop are `pad_id` with log-prob 0.
 
@@ -82,7 +82,7 @@ def clear_program_cache() -> None:
 
 
 def _prefill(plan: Plan, info: _ProgramInfo, params, ids, lengths, pixels):
-    """Prompt rows [B, P] -> (KV cache [L, B, P+N, ...], kv_mask [B, P+N], last logits)."""
+    """Prompt rows [B, P] -> (KV cache [L, B, P, ...], prompt kv_mask [B, P], last logits)."""
     info.prefills += 1  # trace-time bookkeeping: how many prefills this program holds
     info.prefill_rows += ids.shape[0]
     b, p = ids.shape
@@ -90,12 +90,23 @@ def _prefill(plan: Plan, info: _ProgramInfo, params, ids, lengths, pixels):
     slot = jnp.arange(p, dtype=jnp.int32)[None, :]
     pad_before = (p - lengths)[:, None]
     positions = jnp.maximum(slot - pad_before, 0)
-    kv_mask = jnp.concatenate([slot >= pad_before, jnp.ones((b, plan.new_tokens), bool)], 1)
-    cache = KVCache.init(plan.config, b, p + plan.new_tokens)
-    out = model.apply({"params": params}, ids, pixels, positions=positions, cache=cache,
-                      cache_index=0, kv_mask=kv_mask, return_logits=False)
+    kv_mask = slot >= pad_before
+    out = model.apply({"params": params}, ids, pixels, positions=positions,
+                      cache=KVCache.init(plan.config, b, p), cache_index=0, kv_mask=kv_mask,
+                      return_logits=False)
     logits = model.apply({"params": params}, out.hidden[:, -1], method=VLM.logits)
     return out.cache, kv_mask, logits.astype(jnp.float32)
+
+
+def _share(cache: KVCache, kv_mask, num_samples: int, new_tokens: int):
+    """Prompt cache of B rows -> per-layer decode caches of B*G rows with `new_tokens`
+    empty slots appended (prompt-major repeat: the prompts are not recomputed)."""
+    grow = ((0, 0), (0, new_tokens), (0, 0), (0, 0))
+    caches = [(jnp.pad(jnp.repeat(k, num_samples, axis=0), grow),
+               jnp.pad(jnp.repeat(v, num_samples, axis=0), grow)) for k, v in split_cache(cache)]
+    kv_mask = jnp.pad(jnp.repeat(kv_mask, num_samples, axis=0), ((0, 0), (0, new_tokens)),
+                      constant_values=True)
+    return caches, kv_mask
 
 
 def _program(plan: Plan, info: _ProgramInfo):
@@ -113,8 +124,7 @@ def _program(plan: Plan, info: _ProgramInfo):
         info.prefills = info.prefill_rows = 0
         cache, kv_mask, logits = _prefill(plan, info, params, ids, lengths, pixels)
         # Share the prefill: every sample of a prompt starts from the same cache.
-        cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=1), cache)
-        kv_mask = jnp.repeat(kv_mask, g, axis=0)
+        caches, kv_mask = _share(cache, kv_mask, g, n)
         lengths = jnp.repeat(lengths, g)
         logits = jnp.repeat(logits, g, axis=0)
         rows = lengths.shape[0]
@@ -151,7 +161,7 @@ def _program(plan: Plan, info: _ProgramInfo):
             done = done | is_stop(tok)
             return step + 1, caches, tok, tokens, logprobs, done, gen_len
 
-        state = (jnp.int32(1), split_cache(cache), tok, tokens, logprobs, done, gen_len)
+        state = (jnp.int32(1), caches, tok, tokens, logprobs, done, gen_len)
         _, _, _, tokens, logprobs, done, gen_len = jax.lax.while_loop(cond, body, state)
         return tokens, logprobs, gen_len, ~done
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1v2_jax.models import TextConfig, VisionConfig, VLMConfig, init_params
+from r1v2_jax.models import TextConfig, VisionConfig, VLMConfig, abstract_params
 
 IMAGE_ID = 63  # <IMG_CONTEXT> of the tiny config
 TOKENS_PER_TILE = 4  # (28 / 7 * 0.5)^2
@@ -17,19 +17,36 @@ def tiny():
     return tiny_model()
 
 
-def tiny_model():
-    """(config, params) of a small random VLM; logits are scaled up so that the
-    next-token distributions are far from uniform (sampling then matters)."""
-    config = VLMConfig(
+def tiny_config() -> VLMConfig:
+    return VLMConfig(
         vision=VisionConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                             intermediate_size=32, image_size=28, patch_size=7),
         text=TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                         head_dim=8, rope_theta=10000.0),
         image_token_id=IMAGE_ID)
-    params = jax.jit(init_params, static_argnums=0)(config, jax.random.key(0))
-    params["text"]["lm_head"]["kernel"] = params["text"]["lm_head"]["kernel"] * 20.0
-    return config, params
+
+
+def random_params(config: VLMConfig, seed: int = 0, head_std: float = 0.4):
+    """Random parameters drawn with NumPy on the model's own shapes (no compilation):
+    norm scales ~1, everything else N(0, 0.1^2); the LM head's larger scale makes the
+    next-token distributions far from uniform, so sampling choices matter."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        if name.endswith("scale"):
+            return (1.0 + 0.1 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+        std = head_std if "lm_head" in name else 0.1
+        return (std * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract_params(config))
+
+
+def tiny_model():
+    """(config, params) of a small random VLM."""
+    config = tiny_config()
+    return config, jax.device_put(random_params(config))
 
 
 def random_prompts(lengths, *, seed=0, image_at=None, width=None, side="left", filler=0):

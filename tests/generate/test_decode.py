@@ -19,12 +19,13 @@ def test_decode_step_matches_the_scanned_forward(tiny):
     positions = jnp.maximum(jnp.cumsum(valid, -1) - 1, 0)
     kv_mask = jnp.concatenate([valid, jnp.ones((b, s - p), bool)], 1)
     model = VLM(config)
-    prefill = model.apply({"params": params}, ids, positions=positions,
-                          cache=KVCache.init(config, b, s), cache_index=0, kv_mask=kv_mask)
+    forward = jax.jit(lambda params, ids, positions, cache, index: model.apply(
+        {"params": params}, ids, positions=positions, cache=cache, cache_index=index,
+        kv_mask=kv_mask))
+    prefill = forward(params, ids, positions, KVCache.init(config, b, s), 0)
     token = jnp.asarray([7, 11], jnp.int32)
     next_pos = positions[:, -1] + 1
-    ref = model.apply({"params": params}, token[:, None], positions=next_pos[:, None],
-                      cache=prefill.cache, cache_index=p, kv_mask=kv_mask)
+    ref = forward(params, token[:, None], next_pos[:, None], prefill.cache, p)
     logits, caches = jax.jit(decode_step, static_argnums=0)(
         config, params, split_layers(params), split_cache(prefill.cache), token, next_pos,
         jnp.int32(p), kv_mask)

@@ -45,9 +45,8 @@ def draw(logits, n, **kw):
     return np.asarray(tokens), np.asarray(logprobs)
 
 
-CASES = [dict(temperature=1.0, top_k=0, top_p=1.0), dict(temperature=0.5, top_k=0, top_p=1.0),
-         dict(temperature=1.0, top_k=3, top_p=1.0), dict(temperature=1.0, top_k=0, top_p=0.8),
-         dict(temperature=0.7, top_k=5, top_p=0.9), dict(temperature=2.0, top_k=6, top_p=0.6)]
+CASES = [dict(temperature=0.5, top_k=0, top_p=1.0), dict(temperature=1.0, top_k=3, top_p=1.0),
+         dict(temperature=1.0, top_k=0, top_p=0.8), dict(temperature=0.7, top_k=5, top_p=0.9)]
 
 
 @pytest.mark.parametrize("kw", CASES)

@@ -2,7 +2,9 @@
 the same thing on one device and sharded over a (data, fsdp, tensor) mesh, and writes both
 to an .npz for the test to compare.
 
-    python -m tests.sharding.sharded_worker forward|grpo OUT.npz
+    python -m tests.sharding.sharded_worker OUT.npz
+
+Everything runs in one process because each compilation costs seconds on a small CPU.
 """
 
 from __future__ import annotations
@@ -39,21 +41,19 @@ def _init(config):
     return jax.jit(lambda r: init_params(config, r))(jax.random.key(0))
 
 
-def forward(out: dict) -> dict:
-    config = fx.tiny_config()
-    mesh = make_mesh(MESH)
-    params = _init(config)
+def forward(out: dict, config, mesh, params) -> dict:
+    """Single-device forward with `init_params`; sharded forward with the params created
+    on their shards by `sharded_init_params` from the same key."""
     batch = fx.host_batch(config, num_micro=1, micro=4, seq=20)
     ids, attn, pixels = batch.input_ids[0], batch.attention_mask[0], batch.pixel_values[0]
     fwd = jax.jit(lambda p, i, a, x: VLM(config).apply({"params": p}, i, x,
                                                         attention_mask=a).logits)
-    out["single"] = np.asarray(fwd(params, ids, attn, pixels))
-    sharded_params = jax.device_put(params, param_shardings(config, mesh, DEFAULT_RULES))
+    out["fwd_single"] = np.asarray(fwd(params, ids, attn, pixels))
+    fresh = sharded_init_params(config, mesh, DEFAULT_RULES, jax.random.key(0))
     inputs = jax.device_put((ids, attn, pixels), batch_shardings((ids, attn, pixels), mesh,
                                                                  DEFAULT_RULES))
-    logits = fwd(sharded_params, *inputs)
-    out["sharded"] = np.asarray(logits)
-    fresh = sharded_init_params(config, mesh, DEFAULT_RULES, jax.random.key(0))
+    logits = fwd(fresh, *inputs)
+    out["fwd_sharded"] = np.asarray(logits)
     out.update(_flat(fresh, "init_sharded"))
     out.update(_flat(params, "init_single"))
     return {"logits_split": _split_count(logits),
@@ -61,10 +61,7 @@ def forward(out: dict) -> dict:
                              jax.tree_util.tree_flatten_with_path(fresh)[0]}}
 
 
-def grpo(out: dict, steps: int = 3) -> dict:
-    config = fx.tiny_config()
-    mesh = make_mesh(MESH)
-    params = _init(config)
+def grpo(out: dict, config, mesh, params, steps: int = 3) -> dict:
     batch = fx.host_batch(config, num_micro=2, micro=4, seq=24)
     score = make_score_fn(config, temperature=1.0, chunk=8)
     old = [score(params, batch.input_ids[m], batch.attention_mask[m], batch.pixel_values[m])
@@ -95,10 +92,13 @@ def grpo(out: dict, steps: int = 3) -> dict:
 
 
 if __name__ == "__main__":
-    mode, path = sys.argv[1], sys.argv[2]
     if jax.device_count() != 8:
         sys.exit(f"expected 8 simulated devices, got {jax.device_count()} (XLA_FLAGS unset?)")
+    config = fx.tiny_config()
+    mesh = make_mesh(MESH)
+    params = _init(config)
     arrays: dict = {}
-    info = {"forward": forward, "grpo": grpo}[mode](arrays)
+    info = {"forward": forward(arrays, config, mesh, params),
+            "grpo": grpo(arrays, config, mesh, params)}
     arrays["info"] = np.asarray(json.dumps(info))
-    np.savez(path, **arrays)
+    np.savez(sys.argv[1], **arrays)

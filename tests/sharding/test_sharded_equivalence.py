@@ -17,11 +17,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_worker(mode: str, tmp_path) -> dict:
-    out = tmp_path / f"{mode}.npz"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("sharded") / "results.npz"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "tests.sharding.sharded_worker", mode, str(out)],
+    proc = subprocess.run([sys.executable, "-m", "tests.sharding.sharded_worker", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = dict(np.load(out))
@@ -29,47 +30,37 @@ def run_worker(mode: str, tmp_path) -> dict:
     return data
 
 
-@pytest.fixture(scope="module")
-def forward_run(tmp_path_factory):
-    return run_worker("forward", tmp_path_factory.mktemp("forward"))
-
-
-@pytest.fixture(scope="module")
-def grpo_run(tmp_path_factory):
-    return run_worker("grpo", tmp_path_factory.mktemp("grpo"))
-
-
-def test_sharded_forward_equals_single_device(forward_run):
-    single, sharded = forward_run["single"], forward_run["sharded"]
+def test_sharded_forward_equals_single_device(run):
+    single, sharded = run["fwd_single"], run["fwd_sharded"]
     assert single.shape == (4, 20, 128) and np.abs(single).max() > 0.1
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
 
 
-def test_params_are_really_split(forward_run):
-    splits = forward_run["info"]["param_splits"]
+def test_params_are_really_split(run):
+    splits = run["info"]["forward"]["param_splits"]
     # fsdp x tensor: LM MLP kernels [L, E, F] in 4 pieces, the vocab-split head in 4 too.
     assert splits["['text']['layers']['mlp']['gate_proj']['kernel']"] == 4
     assert splits["['text']['lm_head']['kernel']"] == 4
     assert splits["['vision']['layers']['mlp']['fc1']['kernel']"] == 4
-    assert forward_run["info"]["logits_split"] > 1  # the output stays sharded over the batch
+    assert run["info"]["forward"]["logits_split"] > 1  # the output stays sharded over the batch
 
 
-def test_sharded_init_matches_init_params(forward_run):
-    keys = [k[len("init_single"):] for k in forward_run if k.startswith("init_single")]
+def test_sharded_init_matches_init_params(run):
+    keys = [k[len("init_single"):] for k in run if k.startswith("init_single")]
     assert len(keys) > 20
     for k in keys:
-        np.testing.assert_allclose(forward_run["init_sharded" + k], forward_run["init_single" + k],
+        np.testing.assert_allclose(run["init_sharded" + k], run["init_single" + k],
                                    rtol=1e-6, atol=1e-7, err_msg=k)
 
 
-def test_sharded_grpo_training_equals_single_device(grpo_run):
-    single, sharded = grpo_run["single_loss"], grpo_run["sharded_loss"]
+def test_sharded_grpo_training_equals_single_device(run):
+    single, sharded = run["single_loss"], run["sharded_loss"]
     assert single.shape == (3,) and len(set(np.round(single, 6))) == 3  # the loss moves
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-6)
-    keys = [k[len("single"):] for k in grpo_run if k.startswith("single[")]
+    keys = [k[len("single"):] for k in run if k.startswith("single[")]
     assert any("['text']" in k for k in keys) and any("['adapter']" in k for k in keys)
     for k in keys:
-        np.testing.assert_allclose(grpo_run["sharded" + k], grpo_run["single" + k],
+        np.testing.assert_allclose(run["sharded" + k], run["single" + k],
                                    rtol=1e-4, atol=1e-5, err_msg=k)
-    assert grpo_run["info"]["ids_split"] == 4  # batch over data x fsdp
-    assert grpo_run["info"]["param_splits"]["['text']['layers']['mlp']['up_proj']['kernel']"] == 4
+    assert run["info"]["grpo"]["ids_split"] == 4  # batch over data x fsdp
+    assert run["info"]["grpo"]["param_splits"]["['text']['layers']['mlp']['up_proj']['kernel']"] == 4

@@ -1,0 +1,213 @@
+"""The demo's reward-model and MPO stages (R1V2 stage 2), on the synthetic shapes task.
+
+  run_reward_model_stage  trains r_theta (policy backbone + value head) Bradley-Terry on
+      (correct trace, corrupted trace) pairs, where the corruption is a wrong answer, an
+      object absent from the image, or both; reports held-out ranking accuracy.
+  run_mpo_stage  iterated MPO (or DPO / SFT on the same pipeline) on pairs built from the
+      policy's own samples, scored by the hybrid reward (+ the reward model if given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from r1v2_jax.data import synthetic
+from r1v2_jax.data.prompts import completion_of
+from r1v2_jax.demo.pipeline import DemoContext
+from r1v2_jax.models.reward_model import init_reward_model_params
+from r1v2_jax.rl.examples import PromptExample
+from r1v2_jax.rl.pairs import PreferencePair
+from r1v2_jax.rl.rewards import Calibration, calibrate
+from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer, pair_seq_len, train_reward_model
+from r1v2_jax.train.metrics import MetricsWriter
+
+CORRUPTIONS = ("answer", "hallucination", "both")
+STAGE_NAMES = {"mpo": "mpo", "dpo": "dpo", "sft": "sft_pairs"}  # keys of demo/report.py ROWS
+
+
+# ----------------------------------------------------------------------------- pairs
+def wrong_answer(question: synthetic.Question, rng: np.random.Generator) -> str:
+    if question.answer_type == "number":
+        a = int(question.answer)
+        options = [str(x) for x in (a + 1, a - 1, a + 2) if x >= 0 and x != a]
+    elif question.answer_type == "choice":
+        options = [x for x in synthetic.CHOICE_LETTERS if x != question.answer]
+    else:
+        options = [x for x in synthetic.COLORS if x != question.answer]
+    return str(rng.choice(options))
+
+
+def absent_shape(scene: synthetic.Scene, question_text: str,
+                 rng: np.random.Generator) -> synthetic.Shape:
+    """A shape whose description `synthetic.hallucinated` flags for this scene and
+    question (an absent colour when there is one, else an absent colour+kind combination)."""
+    def shape(size, color, kind):
+        return synthetic.Shape(kind, color, size, 0.0, 0.0, 0.0)
+
+    def flagged(s):
+        fake = dataclasses.replace(scene, shapes=scene.shapes + (s,))
+        return synthetic.hallucinated(synthetic.describe(fake), scene, question_text)
+
+    candidates = [shape(size, color, kind) for size in synthetic.SIZES
+                  for color in synthetic.COLORS for kind in synthetic.KINDS]
+    candidates = [s for s in candidates if flagged(s)]
+    absent_color = [s for s in candidates if scene.count(color=s.color) == 0]
+    pool = absent_color or candidates
+    if not pool:
+        raise ValueError(f"no shape can be invented for scene {scene.signature()} and question "
+                         f"{question_text!r}")
+    return pool[int(rng.integers(len(pool)))]
+
+
+def corrupted_trace(scene: synthetic.Scene, question: synthetic.Question, kind: str,
+                    rng: np.random.Generator) -> str:
+    """The correct trace with a wrong answer ("answer"), an invented object in the
+    description ("hallucination"), or both."""
+    if kind not in CORRUPTIONS:
+        raise ValueError(f"rm.corruptions: unknown corruption {kind!r}; known: {CORRUPTIONS}")
+    q = question
+    if kind in ("answer", "both"):
+        q = dataclasses.replace(question, answer=wrong_answer(question, rng))
+    trace = synthetic.reasoning_trace(scene, q)
+    if kind in ("hallucination", "both"):
+        fake = dataclasses.replace(scene, shapes=scene.shapes + (absent_shape(scene, question.text, rng),))
+        trace = trace.replace(synthetic.describe(scene), synthetic.describe(fake), 1)
+    return trace
+
+
+def synthetic_rm_pairs(ctx: DemoContext, examples: list[PromptExample], raw: list, *,
+                       corruptions, seed: int) -> tuple[list[PreferencePair], list[str]]:
+    """One pair per example: chosen = the correct trace, rejected = a corrupted one (kind
+    drawn uniformly from `corruptions`). Returns (pairs, kind of each pair)."""
+    rng = np.random.default_rng(seed)
+    tok, eos = ctx.tokenizer, ctx.tokenizer.eos_id
+
+    def ids(response: str) -> np.ndarray:
+        return np.asarray(tok.encode(completion_of(response, ctx.prompt)) + [eos], np.int32)
+
+    pairs, kinds = [], []
+    for ex, r in zip(examples, raw):
+        kind = str(corruptions[int(rng.integers(len(corruptions)))])
+        chosen = synthetic.reasoning_trace(r.scene, r.question)
+        rejected = corrupted_trace(r.scene, r.question, kind, rng)
+        pairs.append(PreferencePair(ex, ids(chosen), ids(rejected), 1.0, 0.0, False,
+                                    synthetic.hallucinated(rejected, r.scene, r.question.text)))
+        kinds.append(kind)
+    return pairs, kinds
+
+
+def heldout_raw(ctx: DemoContext) -> list:
+    """The raw held-out examples behind ctx.heldout (the dataset is regenerated from its seed)."""
+    d = ctx.cfg.demo
+    data = synthetic.make_dataset(int(d.data_seed), int(d.num_examples),
+                                  heldout_fraction=float(d.heldout_fraction),
+                                  config=synthetic.SyntheticConfig(image_size=ctx.model.vision.image_size))
+    return list(data.heldout[:len(ctx.heldout)])
+
+
+# ----------------------------------------------------------------------------- stages
+def rm_scorer(ctx: DemoContext, rm_params, pairs: tuple[PreferencePair, ...] = ()) -> JaxRewardModelScorer:
+    """Scorer whose rows fit any policy sample (prompt + max_new_tokens + eos) and `pairs`."""
+    rm = ctx.cfg.rm
+    longest = max(len(e.prompt_ids) for e in ctx.train + ctx.heldout)
+    seq_len = int(rm.max_seq_len) or max(
+        -(-(longest + int(ctx.cfg.rollout.max_new_tokens) + 1) // 16) * 16,
+        pair_seq_len(pairs) if pairs else 0)
+    return JaxRewardModelScorer(ctx.model, rm_params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                                batch_size=int(rm.score_batch_size), seq_len=seq_len,
+                                max_tiles=int(rm.max_tiles))
+
+
+def calibration_of(scorer: JaxRewardModelScorer, pairs: list[PreferencePair]) -> Calibration:
+    """(mean, std) of the RM's scores over both sides of `pairs`."""
+    chosen, rejected = scorer.score_pairs(pairs)
+    return calibrate(np.concatenate([chosen, rejected]))
+
+
+def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
+    """Trains the reward model from the policy `params`; returns (rm_params, metrics) with
+    metrics: rm_heldout_pair_accuracy (+ per corruption kind), rm_train_*, rm_calibration_*
+    (pass `Calibration(mean, std, count)` of these to `run_mpo_stage`)."""
+    import jax
+    import ml_collections
+
+    cfg, rm = ctx.cfg, ctx.cfg.rm
+    t0 = time.time()
+    n = int(rm.num_train_pairs)
+    train_pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
+                                        corruptions=tuple(rm.corruptions), seed=int(rm.seed))
+    held_pairs, held_kinds = synthetic_rm_pairs(ctx, ctx.heldout, heldout_raw(ctx),
+                                                corruptions=tuple(rm.corruptions), seed=int(rm.seed) + 1)
+    rm_params = init_reward_model_params(ctx.model, jax.random.key(int(rm.seed)), params,
+                                         head_init_std=float(rm.head_init_std))
+    optim = ml_collections.ConfigDict(cfg.optim.to_dict())
+    optim.update(lr=float(rm.lr), warmup_steps=int(rm.warmup), total_steps=int(rm.steps),
+                 schedule=str(rm.schedule))
+    writer = MetricsWriter(stage_dir)
+    rm_params, last = train_reward_model(
+        rm, optim, ctx.model, rm_params, train_pairs, pad_id=ctx.tokenizer.pad_id, log_every=10,
+        on_log=lambda r: writer.write({"stage": "rm", **{f"rm_train_{k}" if k not in ("step", "seconds") else k: v
+                                                          for k, v in r.items()}}))
+    scorer = rm_scorer(ctx, rm_params, tuple(train_pairs + held_pairs))
+    chosen, rejected = scorer.score_pairs(held_pairs)
+    right = chosen > rejected
+    metrics = {"rm_heldout_pair_accuracy": float(np.mean(right)),
+               "rm_heldout_margin": float(np.mean(chosen - rejected))}
+    for kind in sorted(set(held_kinds)):
+        sel = np.asarray([k == kind for k in held_kinds])
+        metrics[f"rm_heldout_accuracy_{kind}"] = float(np.mean(right[sel]))
+    cal = calibration_of(scorer, train_pairs[:int(rm.num_calibration)])
+    metrics.update(rm_calibration_mean=cal.mean, rm_calibration_std=cal.std,
+                   rm_calibration_count=cal.count,
+                   **{f"rm_train_{k}": v for k, v in last.items()}, seconds=time.time() - t0)
+    writer.write({"step": int(rm.steps), "stage": "rm", **metrics})
+    writer.close()
+    with open(os.path.join(stage_dir, "calibration.json"), "w") as f:
+        json.dump(cal.to_dict(), f)
+    ctx.log(f"[rm] {int(rm.steps)} steps in {time.time() - t0:.0f}s: held-out pair accuracy "
+            f"{metrics['rm_heldout_pair_accuracy']:.3f} "
+            + ", ".join(f"{k}: {metrics[f'rm_heldout_accuracy_{k}']:.2f}" for k in sorted(set(held_kinds))))
+    return rm_params, metrics
+
+
+def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo", rm=None,
+                  rm_calibration: Calibration | None = None):
+    """Iterated MPO (loss "mpo"), or DPO / SFT on the same pairs ("dpo" / "sft"), from
+    `params`. rm: reward-model params (from `run_reward_model_stage`) scoring samples in the
+    hybrid reward with weight mpo.reward.w_rm; its calibration is recomputed on synthetic
+    pairs unless given. Returns (params, eval metrics of the final policy)."""
+    from r1v2_jax.rl.mpo_trainer import MPOTrainer, stage_config
+    from r1v2_jax.rl.scoring import make_scorer
+
+    if loss not in STAGE_NAMES:
+        raise ValueError(f"run_mpo_stage: loss must be one of {sorted(STAGE_NAMES)}, got {loss!r}")
+    name = STAGE_NAMES[loss]
+    cfg = stage_config(ctx.cfg, "mpo")
+    cfg.mpo.loss = loss
+    score = ctx.score
+    if rm is not None:
+        n = int(ctx.cfg.rm.num_calibration)
+        pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
+                                      corruptions=tuple(ctx.cfg.rm.corruptions), seed=int(ctx.cfg.rm.seed))
+        scorer = rm_scorer(ctx, rm, tuple(pairs))
+        if rm_calibration is None:
+            rm_calibration = calibration_of(scorer, pairs)
+        score = make_scorer(cfg.reward, reward_model=scorer, calibration=rm_calibration, log=ctx.log)
+    elif float(cfg.reward.w_rm) != 0.0:
+        ctx.log(f"[{name}] no reward model given: reward.w_rm {cfg.reward.w_rm} -> 0")
+        cfg.reward.w_rm = 0.0
+    trainer = MPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                         train=ctx.train, heldout=ctx.heldout, score=score, workdir=stage_dir,
+                         stage=name, log=ctx.log)
+    t0 = time.time()
+    last = trainer.run()
+    final = {k: v for k, v in last.items() if k.startswith("eval_")} or trainer.evaluate()
+    ctx.log(f"[{name}] {trainer.step} steps in {time.time() - t0:.0f}s: accuracy "
+            f"{final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}, "
+            f"hallucination {final['eval_hallucination_rate']:.3f}")
+    return trainer.params(), final
