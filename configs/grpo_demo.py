@@ -13,12 +13,12 @@ def get_config():
     c.demo = ml_collections.ConfigDict(dict(
         data_seed=0, num_examples=2400, heldout_fraction=0.1, num_heldout=128))
     c.warmstart = ml_collections.ConfigDict(dict(
-        steps=120, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
+        steps=100, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
         seed=0))
     c.rollout.update(prompts_per_step=8, num_generations=8, max_new_tokens=48, temperature=1.0,
                      eval_batch_size=64)
     c.grpo.update(micro_batch_size=32, mini_batch_size=0, beta=0.0, eps_high=0.28)
-    c.optim.update(lr=3e-4, warmup_steps=3, schedule="constant", total_steps=30)
-    c.train.update(steps=30, trainable="llm+adapter", eval_every=10, checkpoint_every=10,
+    c.optim.update(lr=3e-4, warmup_steps=3, schedule="constant", total_steps=40)
+    c.train.update(steps=40, trainable="llm+adapter", eval_every=20, checkpoint_every=20,
                    keep_checkpoints=2, progress_bar=True)
     return c

@@ -66,14 +66,14 @@ def absent_shape(scene: synthetic.Scene, question_text: str,
 
 def corrupted_trace(scene: synthetic.Scene, question: synthetic.Question, kind: str,
                     rng: np.random.Generator) -> str:
-    """The correct trace with a wrong answer ("answer"), an invented object in the
-    description ("hallucination"), or both."""
+    """The correct trace with a wrong final answer ("answer": the boxed answer contradicts
+    the reasoning), an invented object in the description ("hallucination"), or both."""
     if kind not in CORRUPTIONS:
         raise ValueError(f"rm.corruptions: unknown corruption {kind!r}; known: {CORRUPTIONS}")
-    q = question
+    trace = synthetic.reasoning_trace(scene, question)
     if kind in ("answer", "both"):
-        q = dataclasses.replace(question, answer=wrong_answer(question, rng))
-    trace = synthetic.reasoning_trace(scene, q)
+        boxed = f"\\boxed{{{question.answer}}}"
+        trace = trace.replace(boxed, f"\\boxed{{{wrong_answer(question, rng)}}}")
     if kind in ("hallucination", "both"):
         fake = dataclasses.replace(scene, shapes=scene.shapes + (absent_shape(scene, question.text, rng),))
         trace = trace.replace(synthetic.describe(scene), synthetic.describe(fake), 1)

@@ -1,8 +1,8 @@
 """`generate`: validated host-side entry point of the generation engine.
 
-The host compacts each prompt row to its real tokens (any padding pattern: left, right),
-left-aligns them in a bucketed width, pads images and the generation length to their
-buckets, then runs the cached compiled program of `engine.py`.
+The host moves each prompt row's real tokens (any padding: left, right, mixed) to the end
+of a row of the bucketed prompt width (left padding), pads images and the generation
+length to their buckets, then runs the cached compiled program of `engine.py`.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def _row_identities(sample_ids, batch: int, num_samples: int) -> tuple[np.ndarra
                      f"batch*num_samples={rows} (one per output row) entries, got {ids.size}")
 
 
-def _left_align(ids: np.ndarray, mask: np.ndarray, width: int, filler: int) -> np.ndarray:
-    """Real tokens of each row, in order, right-aligned in `width` slots; the rest `filler`."""
+def _left_pad(ids: np.ndarray, mask: np.ndarray, width: int, filler: int) -> np.ndarray:
+    """The real tokens of each row, in order, in the LAST slots of a `width`-wide row (left
+    padding, whatever the input's padding); the other slots hold `filler`."""
     order = np.argsort(mask, axis=1, kind="stable")  # padding first, tokens in order after
     packed = np.take_along_axis(ids, order, axis=1)
     if packed.shape[1] < width:
@@ -133,7 +134,7 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
 
     batch = ids.shape[0]
     width = bucket_size(int(lengths.max()), buckets.prompt, buckets.min_prompt, "prompt length")
-    prompt = _left_align(ids, mask, width, pad_token_id)
+    prompt = _left_pad(ids, mask, width, pad_token_id)
     placeholders = int((prompt == config.image_token_id).sum())
     tiles = 0
     if pixel_values is None:

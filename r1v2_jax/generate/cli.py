@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -29,17 +30,23 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
+    """Bad input (checkpoint, tokenizer, image, options) is one line on stderr, status 1."""
     from r1v2_jax.convert import load_jax_checkpoint
     from r1v2_jax.data.tokenizer import load_tokenizer
     from r1v2_jax.generate.chat import SamplingOptions, answer_question
 
-    config, params = load_jax_checkpoint(args.ckpt)
-    tokenizer = load_tokenizer(args.tokenizer or args.ckpt)
-    options = SamplingOptions(temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                              seed=args.seed)
-    result = answer_question(config, params, tokenizer, args.question, args.image,
-                             system=args.system, options=options, max_tiles=args.max_tiles)
+    try:
+        config, params = load_jax_checkpoint(args.ckpt)
+        tokenizer = load_tokenizer(args.tokenizer or args.ckpt)
+        options = SamplingOptions(temperature=args.temperature, top_p=args.top_p,
+                                  top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                                  seed=args.seed)
+        result = answer_question(config, params, tokenizer, args.question, args.image,
+                                 system=args.system, options=options,
+                                 max_tiles=args.max_tiles)
+    except (ValueError, FileNotFoundError) as err:  # ConversionError, ImageError included
+        print(f"r1v2 generate: error: {err}", file=sys.stderr)
+        return 1
     print("=== reasoning ===")
     print(result.reasoning)
     print("=== answer ===")

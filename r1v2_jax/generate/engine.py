@@ -2,15 +2,15 @@
 
 Layout of one call (B prompts, G samples each, R = B*G output rows):
 
-    cache slots  [0, P)           the prompts, LEFT-aligned so every row's last prompt
+    cache slots  [0, P)           the prompts, left-padded so every row's last prompt
                                   token sits in slot P-1 (padding slots are masked out)
                  [P, P+N)         generated tokens; token j is written at slot P+j
     positions    prompt token i of a row -> i; generated token j -> length + j
 
 The prompt KV cache ([B, P] slots) is computed once for the B prompts, then repeated to
-R rows (prompt-major: row b*G + g is sample g of prompt b) and extended by N empty slots. Decode stops when every row has
-emitted a stop token or after `max_new_tokens` (a traced bound below the bucket N);
-tokens after a row's stop are `pad_id` with log-prob 0.
+R rows (prompt-major: row b*G + g is sample g of prompt b) and extended by N empty slots.
+Decode stops when every row has emitted a stop token or after `max_new_tokens` (a traced
+bound below the bucket N); tokens after a row's stop are `pad_id` with log-prob 0.
 
 Programs are cached per `Plan` (every static shape and option); `engine_stats()` counts
 traces (= compilations) and the prefills actually executed, for tests and benchmarks.
@@ -171,7 +171,7 @@ def _program(plan: Plan, info: _ProgramInfo):
 def run_plan(plan: Plan, params, ids, lengths, pixels, sample_ids, sample_index, seed,
              temperature, top_p, max_new_tokens):
     """Runs (compiling on first use) the program of `plan`. Inputs are already bucketed:
-    ids [B, P] left-aligned, lengths [B], pixels [tiles, H, W, 3] or None, sample_ids and
+    ids [B, P] left-padded, lengths [B], pixels [tiles, H, W, 3] or None, sample_ids and
     sample_index [B*G]. Returns (tokens, logprobs [B*G, N], lengths, truncated [B*G])."""
     if plan not in _PROGRAMS:
         info = _ProgramInfo()

@@ -10,12 +10,14 @@ run continues exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from r1v2_jax.data.prompts import PromptConfig
@@ -41,6 +43,24 @@ Scorer = Callable[[PromptExample, str], dict[str, Any]]
 def seq_len_for(examples: Sequence[PromptExample], max_new_tokens: int, multiple: int = 16) -> int:
     longest = max(len(e.prompt_ids) for e in examples) + max_new_tokens
     return -(-longest // multiple) * multiple
+
+
+# Compiled functions are shared by trainers with the same static settings (a second run,
+# a resumed run, the demo's run without SSB), so they compile once per process.
+@functools.lru_cache(maxsize=None)
+def _optimizer(optim_items):
+    return make_optimizer(ml_collections.ConfigDict(dict(optim_items)))
+
+
+@functools.lru_cache(maxsize=None)
+def _update_fn(config, opts, optim_items, compute_dtype):
+    return make_grpo_update(config, opts, _optimizer(optim_items), compute_dtype=compute_dtype,
+                            donate=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _score_fn(config, temperature):
+    return make_score_fn(config, temperature)
 
 
 class GRPOTrainer:
@@ -82,7 +102,8 @@ class GRPOTrainer:
         # The reference policy shares every frozen parameter; only the trainable part is copied.
         self.ref_trainable = jax.tree.map(jnp.copy, trainable) if g.beta else trainable
         self.trainable = trainable
-        self.optimizer = make_optimizer(cfg.optim)
+        optim_items = tuple(sorted(cfg.optim.to_dict().items()))
+        self.optimizer = _optimizer(optim_items)
         self.opt_state = jax.jit(self.optimizer.init)(trainable)
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.step = 0
@@ -93,13 +114,13 @@ class GRPOTrainer:
                                                      seed=int(cfg.train.seed))
         self.by_uid = {e.uid: e for e in self.train_examples}
         opts = GRPOLossOptions.from_config(g, r.temperature, r.max_new_tokens)
-        self.update_on_policy = make_grpo_update(model_config, dataclasses.replace(
-            opts, use_old_logps=False, use_is_weights=self._needs_is()), self.optimizer,
-            compute_dtype=self.compute_dtype, donate=False)
-        self.update_off_policy = make_grpo_update(model_config, dataclasses.replace(
-            opts, use_old_logps=True, use_is_weights=self._needs_is()), self.optimizer,
-            compute_dtype=self.compute_dtype, donate=False)
-        self.score_logps = make_score_fn(model_config, float(r.temperature))
+        self.update_on_policy = _update_fn(model_config, dataclasses.replace(
+            opts, use_old_logps=False, use_is_weights=self._needs_is()), optim_items,
+            self.compute_dtype)
+        self.update_off_policy = _update_fn(model_config, dataclasses.replace(
+            opts, use_old_logps=True, use_is_weights=self._needs_is()), optim_items,
+            self.compute_dtype)
+        self.score_logps = _score_fn(model_config, float(r.temperature))
         self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=int(cfg.train.checkpoint_every),
                                  keep=int(cfg.train.keep_checkpoints),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,7 +11,8 @@ from r1v2_jax.convert import save_jax_checkpoint
 from r1v2_jax.data.tokenizer import build_demo_tokenizer
 from r1v2_jax.generate import chat
 from r1v2_jax.generate.api import GenerationOutput
-from r1v2_jax.models import TextConfig, VisionConfig, VLMConfig, init_params
+from r1v2_jax.models import TextConfig, VisionConfig, VLMConfig
+from tests.generate.conftest import random_params
 
 WORDS = ["how", "many", "circles", "the", "answer", "is", "be", "brief"]
 
@@ -35,8 +35,7 @@ def checkpoint(tmp_path_factory):
                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
                         head_dim=8),
         image_token_id=tokenizer.img_context_id, force_image_size=28, max_dynamic_patch=2)
-    params = jax.jit(init_params, static_argnums=0)(config, jax.random.key(0))
-    save_jax_checkpoint(config, jax.device_get(params), folder)
+    save_jax_checkpoint(config, random_params(config), folder)
     tokenizer.save(folder / "tokenizer.json")
     image = folder / "shapes.png"
     Image.new("RGB", (56, 28), (200, 30, 30)).save(image)  # 2:1 -> 2 tiles + thumbnail
@@ -91,3 +90,13 @@ def test_tokenizer_must_match_the_image_token(checkpoint):
     wrong = config.replace(image_token_id=config.image_token_id + 1)
     with pytest.raises(ValueError, match="image_token_id"):
         chat.answer_question(wrong, None, tokenizer, "how many", image)
+
+
+def test_bad_input_is_a_one_line_error(checkpoint, tmp_path, capsys):
+    folder, image, tokenizer, config = checkpoint
+    assert cli.main(["generate", "--ckpt", str(tmp_path), "--question", "how"]) == 1
+    assert "model_config.json: not found" in capsys.readouterr().err
+    missing = tmp_path / "nope.png"
+    assert cli.main(["generate", "--ckpt", str(folder), "--image", str(missing),
+                     "--question", "how"]) == 1
+    assert f"image not found: {missing}" in capsys.readouterr().err

@@ -93,15 +93,20 @@ def test_left_and_right_padding_give_the_same_tokens(tiny):
 
 def test_a_rows_result_does_not_depend_on_its_batch(tiny):
     """Default ids: row b*G+g is sample g of prompt b with key (seed, id_b, g); the same
-    prompt and id alone (unpadded, batch 1) give the same samples."""
+    prompt and id in another batch (other neighbours, position and padding) give the same
+    samples. (Batch-size independence: the shared-prefill test.)"""
     config, params = tiny
     ids, mask = random_prompts([6, 13, 8], seed=4, image_at={1})
     pix = pixels(1, seed=4)
     batch = generate(config, params, ids, pix, attention_mask=mask, max_new_tokens=10,
                      sample_ids=[4, 7, 9], **STD)
-    alone = generate(config, params, ids[1:2, -13:], pix, max_new_tokens=10, sample_ids=[7],
-                     **STD)
-    np.testing.assert_array_equal(np.asarray(alone.tokens), np.asarray(batch.tokens)[2:4])
+    others, others_mask = random_prompts([12, 3], seed=40, width=13)
+    moved = np.concatenate([others, ids[1:2, -13:]])
+    moved_mask = np.concatenate([others_mask, np.ones((1, 13), np.int64)])
+    elsewhere = generate(config, params, moved, pix, attention_mask=moved_mask,
+                         max_new_tokens=10, sample_ids=[11, 12, 7], **STD)
+    np.testing.assert_array_equal(np.asarray(elsewhere.tokens)[4:6],
+                                  np.asarray(batch.tokens)[2:4])
     default = generate(config, params, ids, pix, attention_mask=mask, max_new_tokens=10, **STD)
     assert not np.array_equal(np.asarray(default.tokens), np.asarray(batch.tokens))
 
@@ -128,20 +133,23 @@ def test_stop_tokens_end_rows_and_pad_the_rest(tiny):
 
 
 def test_no_recompilation_inside_a_bucket(tiny):
-    """Prompt lengths, widths, max_new_tokens and temperature vary inside one bucket: one
-    program. (Shapes unique to this test, so the count does not depend on test order.)"""
+    """Prompt lengths, widths, max_new_tokens, temperature and seed vary inside one bucket:
+    one program (compiled here unless an earlier test already did); a prompt of the next
+    bucket compiles exactly one more."""
     config, params = tiny
-    before = engine_stats().compilations
-    kw = dict(num_samples=4, eos_token_id=5, **SAMPLING)
-    for lengths, new in (([3, 9], 10), ([16, 1], 16), ([12, 12], 9)):
-        ids, mask = random_prompts(lengths, seed=sum(lengths), width=20)
+    before = engine_stats()
+    for lengths, new, width in (([3, 9, 1], 10, 20), ([16, 1, 5], 16, 16), ([12, 12, 2], 9, 30)):
+        ids, mask = random_prompts(lengths, seed=sum(lengths), width=width)
         out = generate(config, params, ids, attention_mask=mask, max_new_tokens=new,
-                       **{**kw, "temperature": 0.5 + new / 100})
-        assert out.tokens.shape == (8, new)
-    assert engine_stats().compilations == before + 1
-    ids, mask = random_prompts([17, 2], seed=0)  # next prompt bucket: one more program
-    generate(config, params, ids, attention_mask=mask, max_new_tokens=10, **kw)
-    assert engine_stats().compilations == before + 2
+                       **{**STD, "temperature": 0.5 + new / 100}, seed=new)
+        assert out.tokens.shape == (6, new)
+    after = engine_stats()
+    assert after.calls - before.calls == 3 and after.compilations - before.compilations <= 1
+    ids, mask = random_prompts([17, 2, 4], seed=0)
+    out = generate(config, params, ids, attention_mask=mask, max_new_tokens=10,
+                   buckets=Buckets(prompt=(16, 24)), **STD)
+    assert engine_stats().compilations == after.compilations + 1
+    assert out.tokens.shape == (6, 10)
 
 
 def test_bucket_sizes():
@@ -153,23 +161,14 @@ def test_bucket_sizes():
         Buckets(prompt=(8, 4))
 
 
-def test_explicit_buckets_are_used(tiny):
-    config, params = tiny
-    ids, mask = random_prompts([5, 3], seed=8)
-    out = generate(config, params, ids, attention_mask=mask, max_new_tokens=3, eos_token_id=5,
-                   buckets=Buckets(prompt=(6, 12), new_tokens=(4,)))
-    assert out.tokens.shape == (2, 3)
-    with pytest.raises(ValueError, match="max_new_tokens = 5 exceeds"):
-        generate(config, params, ids, attention_mask=mask, max_new_tokens=5, eos_token_id=5,
-                 buckets=Buckets(new_tokens=(4,)))
-
-
 @pytest.mark.parametrize("bad, match", [
     (dict(sample_ids=[1, 2, 3]), "sample_ids must have"),
     (dict(eos_token_id=64), r"ids must be ints in \[0, 64\)"),
     (dict(eos_token_id=(), pad_token_id=None), "pad_token_id is required"),
     (dict(top_p=0.0), "0 < top_p <= 1"),
     (dict(attention_mask=np.array([[0, 0, 0], [1, 1, 1]])), r"prompt rows \[0\] have no"),
+    (dict(max_new_tokens=5, buckets=Buckets(new_tokens=(4,))), "max_new_tokens = 5 exceeds"),
+    (dict(buckets=Buckets(prompt=(2,))), "prompt length = 3 exceeds"),
 ])
 def test_bad_arguments_are_rejected(tiny, bad, match):
     config, params = tiny

@@ -56,12 +56,11 @@ def reference(ctx, tmp_path_factory):
     return _metrics(workdir), jax.tree.map(np.asarray, t.trainable), t
 
 
-@pytest.mark.parametrize("stop_after", [1, 3])
-def test_resume_after_kill_equals_uninterrupted(ctx, reference, tmp_path, stop_after):
+def test_resume_after_kill_equals_uninterrupted(ctx, reference, tmp_path):
     ref_metrics, ref_params, ref_trainer = reference
     assert ref_trainer.ssb is not None and ref_trainer.step == 4
     workdir = str(tmp_path)
-    _trainer(ctx, workdir).run(stop_after=stop_after)  # the "crash"
+    _trainer(ctx, workdir).run(stop_after=3)  # the "crash", after an eval step
     resumed = _trainer(ctx, workdir)
     resumed.run()
     assert _metrics(workdir) == ref_metrics
