@@ -259,7 +259,7 @@ class GRPOTrainer:
         weights = None
         if self._needs_is():
             weights = self._truncated_is_weights(batch, picked.replayed)
-        return batch, weights, picked.metrics.as_dict()
+        return batch, weights, {k.removeprefix("ssb/"): v for k, v in picked.metrics.as_dict().items()}
 
     def _truncated_is_weights(self, batch: list[Sample], replayed: Sequence[bool]) -> np.ndarray:
         """Per-sequence weight min(exp(mean_t(logp_now - logp_behaviour)), cap) for replayed

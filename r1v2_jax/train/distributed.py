@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Sharding
+from jax.sharding import NamedSharding, PartitionSpec as P, Sharding
 
 CLUSTER_KINDS = ("auto", "explicit", "slurm", "tpu", "single")
 
@@ -168,7 +168,16 @@ def assert_same_on_all_processes(value: Any, what: str) -> None:
 
 
 def process_allgather(tree: Any) -> Any:
-    """Full numpy copies of (possibly sharded, multi-process) arrays on every process."""
+    """Full numpy copies of (possibly sharded, multi-process) arrays on every process.
+
+    Arrays sharded over one mesh are gathered by a single compiled program (replicate the
+    whole tree), not one program per leaf."""
     if jax.process_count() == 1:
         return jax.tree.map(np.asarray, tree)
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    shardings = [x.sharding for x in jax.tree.leaves(tree)]
+    meshes = {s.mesh for s in shardings if isinstance(s, NamedSharding)}
+    if len(meshes) != 1 or len(meshes) == 1 and len(shardings) != sum(
+            isinstance(s, NamedSharding) for s in shardings):
+        return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    replicated = jax.jit(lambda t: t, out_shardings=NamedSharding(meshes.pop(), P()))(tree)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), replicated)

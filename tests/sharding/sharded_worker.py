@@ -19,7 +19,8 @@ import numpy as np
 from r1v2_jax.models import VLM, init_params
 from r1v2_jax.rl.grpo_step import make_grpo_update, make_score_fn
 from r1v2_jax.sharding import (DEFAULT_RULES, batch_shardings, make_mesh, param_shardings,
-                               sharded_init_params, sharded_opt_init)
+                               sharded_grpo_update, sharded_init_params, sharded_opt_init,
+                               shardings_of)
 from r1v2_jax.train.masks import split_params, trainable_parts
 from tests.sharding import grpo_fixture as fx
 
@@ -68,23 +69,26 @@ def grpo(out: dict, config, mesh, params, steps: int = 3) -> dict:
            for m in range(batch.input_ids.shape[0])]
     batch.old_logps = np.stack([np.asarray(o) for o in old])
     opts, opt = fx.loss_options(), fx.optimizer()
-    update = make_grpo_update(config, opts, opt, donate=False)
 
-    def run(params, batch, init_state, jit_init=True):
+    def run(params, batch, init_state, make_update):
         trainable, frozen = split_params(params, trainable_parts("llm+adapter"))
-        init_state = jax.jit(init_state) if jit_init else init_state
         ref, state, losses = trainable, init_state(trainable), []
+        update = make_update(trainable, state)
         for _ in range(steps):
             trainable, state, metrics = update(frozen, ref, trainable, state, batch)
             losses.append(float(metrics["loss"]))
         return trainable, np.asarray(losses)
 
-    trainable, out["single_loss"] = run(params, batch, opt.init)
+    trainable, out["single_loss"] = run(
+        params, batch, jax.jit(opt.init),
+        lambda *_: make_grpo_update(config, opts, opt, donate=False))
     out.update(_flat(trainable, "single"))
     sharded_params = jax.device_put(params, param_shardings(config, mesh, DEFAULT_RULES))
     sharded_batch = jax.device_put(batch, batch_shardings(batch, mesh, DEFAULT_RULES, 1))
-    trainable, out["sharded_loss"] = run(sharded_params, sharded_batch,
-                                         lambda t: sharded_opt_init(opt, t, mesh), jit_init=False)
+    trainable, out["sharded_loss"] = run(
+        sharded_params, sharded_batch, lambda t: sharded_opt_init(opt, t, mesh),
+        lambda t, s: sharded_grpo_update(config, opts, opt, mesh, DEFAULT_RULES,
+                                         shardings_of(t), shardings_of(s), donate=False))
     out.update(_flat(trainable, "sharded"))
     return {"ids_split": _split_count(sharded_batch.input_ids),
             "param_splits": {jax.tree_util.keystr(k): _split_count(v) for k, v in

@@ -31,12 +31,13 @@ def main() -> None:
 
     import jax
     import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
 
     from r1v2_jax.losses import bco_delta_init
-    from r1v2_jax.rl.grpo_step import make_grpo_update
-    from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions, make_mpo_update
+    from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions
     from r1v2_jax.sharding import (DEFAULT_RULES, batch_shardings, make_mesh,
-                                   sharded_init_params, sharded_opt_init)
+                                   sharded_grpo_update, sharded_init_params, sharded_mpo_update,
+                                   sharded_opt_init, shardings_of)
     from r1v2_jax.train.masks import split_params, trainable_parts
     from r1v2_jax.train.steps import sequence_token_logps
     from tests.sharding import grpo_fixture as fx
@@ -67,8 +68,9 @@ def main() -> None:
     batch.old_logps = old_logps(params, batch)
     trainable, frozen = split_params(params, trainable_parts("llm+adapter"))
     opt = fx.optimizer()
-    grpo = make_grpo_update(config, fx.loss_options(), opt, donate=False)
     state, ref, out = sharded_opt_init(opt, trainable, mesh), trainable, {}
+    grpo = sharded_grpo_update(config, fx.loss_options(), opt, mesh, DEFAULT_RULES,
+                               shardings_of(trainable), shardings_of(state), donate=False)
     losses = []
     for _ in range(STEPS):
         trainable, state, metrics = grpo(frozen, ref, trainable, state, batch)
@@ -85,9 +87,11 @@ def main() -> None:
     pairs = to_global(MPOBatch(host.input_ids, host.attention_mask, host.completion_mask,
                                rejected, host.attention_mask, host.completion_mask,
                                host.pixel_values))
-    mpo = make_mpo_update(config, MPOLossOptions(logprob_chunk=8), opt, donate=False)
     trainable, frozen = split_params(params, trainable_parts("llm+adapter"))
-    state, ref, delta, losses = sharded_opt_init(opt, trainable, mesh), trainable, bco_delta_init(), []
+    state, ref, losses = sharded_opt_init(opt, trainable, mesh), trainable, []
+    delta = jax.device_put(bco_delta_init(), NamedSharding(mesh, P()))  # as the step returns it
+    mpo = sharded_mpo_update(config, MPOLossOptions(logprob_chunk=8), opt, mesh, DEFAULT_RULES,
+                             shardings_of(trainable), shardings_of(state), donate=False)
     for _ in range(STEPS):
         trainable, state, delta, metrics = mpo(frozen, ref, trainable, state, delta, pairs)
         losses.append(distributed.process_allgather(metrics["loss"]))

@@ -1,0 +1,178 @@
+"""Benchmark: one VLM training step (forward, backward, AdamW; fp32) in JAX vs PyTorch.
+
+A random transformers `InternVLForConditionalGeneration` is built, saved and converted
+with `r1v2_jax.convert.load_hf`, so both sides train the very same model on the very same
+batch: each sequence holds one image tile (its placeholders first) and text; the loss is
+the mean next-token cross-entropy over the text tokens. Both losses of the first step are
+reported (they must agree: same model, same batch). Time = median over `iters` steps
+after `warmup` steps, same process, same threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBenchModel:
+    """Small InternVL: ViT (image_size / patch_size)^2 patches -> r^2 of them as tokens."""
+
+    vision_hidden: int = 256
+    vision_layers: int = 4
+    vision_heads: int = 4
+    vision_intermediate: int = 1024
+    image_size: int = 224
+    patch_size: int = 14
+    hidden: int = 512
+    layers: int = 4
+    heads: int = 8
+    kv_heads: int = 2
+    intermediate: int = 2048
+    vocab: int = 8192
+
+
+QUICK_MODEL = TrainBenchModel(vision_layers=2, layers=2, hidden=256, heads=4, kv_heads=2,
+                              intermediate=1024, vision_intermediate=512, vision_hidden=128)
+
+
+def build_torch_model(spec: TrainBenchModel, seed: int):
+    import torch
+    from transformers import (InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLVisionConfig, Qwen2Config)
+
+    vision = InternVLVisionConfig(
+        hidden_size=spec.vision_hidden, num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads, intermediate_size=spec.vision_intermediate,
+        image_size=spec.image_size, patch_size=spec.patch_size, norm_type="rms_norm",
+        use_qk_norm=True)
+    text = Qwen2Config(vocab_size=spec.vocab, hidden_size=spec.hidden,
+                       intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
+                       num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
+                       max_position_embeddings=4096)
+    grid = spec.image_size // spec.patch_size
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=spec.vocab - 1,
+                            image_seq_length=(grid // 2) ** 2, downsample_ratio=0.5)
+    torch.manual_seed(seed)
+    return InternVLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+
+
+def make_batch(spec: TrainBenchModel, batch: int, seq_len: int, seed: int):
+    """(ids [B, T] int32, pixels [B, H, W, 3] fp32, loss mask [B, T-1] fp32)."""
+    rng = np.random.default_rng(seed)
+    image_tokens = (spec.image_size // spec.patch_size // 2) ** 2
+    if seq_len <= image_tokens + 1:
+        raise ValueError(f"seq_len {seq_len} must exceed the {image_tokens} image tokens")
+    ids = rng.integers(0, spec.vocab - 1, (batch, seq_len)).astype(np.int32)
+    ids[:, 1:1 + image_tokens] = spec.vocab - 1
+    pixels = rng.normal(size=(batch, spec.image_size, spec.image_size, 3)).astype(np.float32)
+    mask = np.ones((batch, seq_len - 1), np.float32)
+    mask[:, :image_tokens] = 0.0  # targets 1..image_tokens are placeholders
+    return ids, pixels, mask
+
+
+def _median_step(step, warmup: int, iters: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def jax_train_step(config, params, ids, pixels, mask, lr: float):
+    """(compiled step, state): step(state) -> (state, loss), AdamW on every parameter."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from r1v2_jax.train.steps import sequence_token_logps
+
+    tx = optax.adamw(lr)
+    batch = jax.device_put((jnp.asarray(ids), jnp.asarray(pixels), jnp.asarray(mask)))
+
+    def loss_fn(p, ids, pixels, mask):
+        logps = sequence_token_logps(config, p, ids, jnp.ones_like(ids), pixels,
+                                     chunk_size=ids.shape[1])
+        return -jnp.sum(logps * mask) / jnp.sum(mask)
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state, ids, pixels, mask):
+        p, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(p, ids, pixels, mask)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), loss
+
+    state = jax.device_put((params, tx.init(params)))
+    return (lambda s: step(s, *batch)), state
+
+
+def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 8,
+                     seq_len: int = 512, warmup: int = 2, iters: int = 5, seed: int = 0,
+                     lr: float = 1e-4) -> dict:
+    """Runs both sides; returns the figures (prints nothing)."""
+    import jax
+    import torch
+
+    from r1v2_jax.convert import load_hf
+    from r1v2_jax.tools.flops import train_step_flops
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = build_torch_model(spec, seed).train()
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        config, params = load_hf(folder, dtype="float32")
+    ids, pixels, mask = make_batch(spec, batch, seq_len, seed)
+
+    step, state = jax_train_step(config, params, ids, pixels, mask, lr)
+    start = time.perf_counter()
+    state, first_loss = step(state)
+    jax.block_until_ready(first_loss)
+    compile_s = time.perf_counter() - start
+    holder = {"state": state}
+
+    def jax_once():
+        holder["state"], loss = step(holder["state"])
+        jax.block_until_ready(loss)
+
+    jax_s, jax_times = _median_step(jax_once, warmup, iters)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    t_ids = torch.from_numpy(ids.astype(np.int64))
+    t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    labels = t_ids.clone()
+    labels[:, 1:][torch.from_numpy(mask) == 0] = -100  # same targets as the JAX loss
+    labels[:, 0] = -100
+
+    def torch_loss():
+        return model(input_ids=t_ids, pixel_values=t_pixels, labels=labels).loss
+
+    torch_first = float(torch_loss().detach())
+
+    def torch_once():
+        loss = torch_loss()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch_s, torch_times = _median_step(torch_once, warmup, iters)
+    flops = train_step_flops(config, batch, seq_len, batch, ("vision", "adapter", "text"))
+    return {
+        "model": dataclasses.asdict(spec), "batch": batch, "seq_len": seq_len,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "threads": torch.get_num_threads(), "device": jax.devices()[0].device_kind,
+        "jax_step_s": jax_s, "torch_step_s": torch_s, "speedup": torch_s / jax_s,
+        "jax_times": jax_times, "torch_times": torch_times, "jax_compile_s": compile_s,
+        "first_loss_jax": float(first_loss), "first_loss_torch": torch_first,
+        "model_flops": flops.model, "jax_flops_per_s": flops.model / jax_s,
+        "torch_flops_per_s": flops.model / torch_s,
+    }
