@@ -31,7 +31,8 @@ def mpo_fields():
 
 def rm_fields():
     return ml_collections.ConfigDict(dict(
-        checkpoint="",  # reward-model JAX folder (convert/value_head.py); required if reward.w_rm != 0
+        # reward-model JAX folder (convert/value_head.py); required when reward.w_rm != 0
+        checkpoint="",
         calibration="",  # JSON {"mean", "std", "count"} of RM scores (rl/rewards.calibrate)
         score_batch_size=16, max_seq_len=0, max_tiles=12,  # scorer shapes; 0 = from the data
         head_init_std=0.02,
@@ -57,7 +58,7 @@ def mpo_demo_defaults():
     """Demo sizes: about 1 minute for the reward model and 1.5 for MPO on 2 CPU cores."""
     rm = rm_fields()
     rm.update(score_batch_size=64, max_tiles=1, trainable="llm+adapter", steps=40, batch_size=16,
-              micro_batch_size=16, lr=5e-4, warmup=4, schedule="cosine")
+              micro_batch_size=16, lr=1e-3, warmup=4, schedule="cosine")
     rm.num_train_pairs = 640  # synthetic pairs: correct trace vs corrupted trace
     rm.num_calibration = 128  # train pairs whose scores set the calibration (mean, std)
     rm.corruptions = ("answer", "hallucination", "both")

@@ -40,7 +40,8 @@ def _check_head(config: VLMConfig, head: dict, where: str) -> None:
     e = config.text.hidden_size
     want = {"kernel": (e, 1), "bias": (1,)}
     if set(head) != set(want):
-        raise ConversionError(f"{where}: value head must have exactly {sorted(want)}, got {sorted(head)}")
+        raise ConversionError(f"{where}: value head must have exactly {sorted(want)}, "
+                              f"got {sorted(head)}")
     for k, shape in want.items():
         if tuple(head[k].shape) != shape:
             raise ConversionError(f"{where}: value_head/{k} has shape {list(head[k].shape)}; "
@@ -127,7 +128,8 @@ def load_reward_model_hf(path: str | Path, *, dtype=None) -> tuple[VLMConfig, di
     if problems:
         raise ConversionError(problems)
     if set(infos) != {WEIGHT, BIAS}:
-        raise ConversionError(f"{file}: expected exactly tensors {[WEIGHT, BIAS]}, got {sorted(infos)}")
+        raise ConversionError(f"{file}: expected exactly tensors {[WEIGHT, BIAS]}, "
+                              f"got {sorted(infos)}")
     bad = [f"{i.where()} has dtype {i.dtype}; expected a floating dtype" for i in infos.values()
            if i.dtype not in FLOAT_DTYPES]
     if bad:

@@ -14,6 +14,8 @@ import json
 import os
 import time
 
+import jax
+import ml_collections
 import numpy as np
 
 from r1v2_jax.data import synthetic
@@ -21,9 +23,9 @@ from r1v2_jax.data.prompts import completion_of
 from r1v2_jax.demo.pipeline import DemoContext
 from r1v2_jax.models.reward_model import init_reward_model_params
 from r1v2_jax.rl.examples import PromptExample
-from r1v2_jax.rl.pairs import PreferencePair
+from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
 from r1v2_jax.rl.rewards import Calibration, calibrate
-from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer, pair_seq_len, train_reward_model
+from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer, train_reward_model
 from r1v2_jax.train.metrics import MetricsWriter
 
 CORRUPTIONS = ("answer", "hallucination", "both")
@@ -75,7 +77,8 @@ def corrupted_trace(scene: synthetic.Scene, question: synthetic.Question, kind: 
         boxed = f"\\boxed{{{question.answer}}}"
         trace = trace.replace(boxed, f"\\boxed{{{wrong_answer(question, rng)}}}")
     if kind in ("hallucination", "both"):
-        fake = dataclasses.replace(scene, shapes=scene.shapes + (absent_shape(scene, question.text, rng),))
+        invented = absent_shape(scene, question.text, rng)
+        fake = dataclasses.replace(scene, shapes=scene.shapes + (invented,))
         trace = trace.replace(synthetic.describe(scene), synthetic.describe(fake), 1)
     return trace
 
@@ -104,14 +107,15 @@ def synthetic_rm_pairs(ctx: DemoContext, examples: list[PromptExample], raw: lis
 def heldout_raw(ctx: DemoContext) -> list:
     """The raw held-out examples behind ctx.heldout (the dataset is regenerated from its seed)."""
     d = ctx.cfg.demo
+    scenes = synthetic.SyntheticConfig(image_size=ctx.model.vision.image_size)
     data = synthetic.make_dataset(int(d.data_seed), int(d.num_examples),
-                                  heldout_fraction=float(d.heldout_fraction),
-                                  config=synthetic.SyntheticConfig(image_size=ctx.model.vision.image_size))
+                                  heldout_fraction=float(d.heldout_fraction), config=scenes)
     return list(data.heldout[:len(ctx.heldout)])
 
 
 # ----------------------------------------------------------------------------- stages
-def rm_scorer(ctx: DemoContext, rm_params, pairs: tuple[PreferencePair, ...] = ()) -> JaxRewardModelScorer:
+def rm_scorer(ctx: DemoContext, rm_params,
+              pairs: tuple[PreferencePair, ...] = ()) -> JaxRewardModelScorer:
     """Scorer whose rows fit any policy sample (prompt + max_new_tokens + eos) and `pairs`."""
     rm = ctx.cfg.rm
     longest = max(len(e.prompt_ids) for e in ctx.train + ctx.heldout)
@@ -133,26 +137,27 @@ def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
     """Trains the reward model from the policy `params`; returns (rm_params, metrics) with
     metrics: rm_heldout_pair_accuracy (+ per corruption kind), rm_train_*, rm_calibration_*
     (pass `Calibration(mean, std, count)` of these to `run_mpo_stage`)."""
-    import jax
-    import ml_collections
-
     cfg, rm = ctx.cfg, ctx.cfg.rm
     t0 = time.time()
-    n = int(rm.num_train_pairs)
+    n, kinds = int(rm.num_train_pairs), tuple(rm.corruptions)
     train_pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
-                                        corruptions=tuple(rm.corruptions), seed=int(rm.seed))
+                                        corruptions=kinds, seed=int(rm.seed))
     held_pairs, held_kinds = synthetic_rm_pairs(ctx, ctx.heldout, heldout_raw(ctx),
-                                                corruptions=tuple(rm.corruptions), seed=int(rm.seed) + 1)
+                                                corruptions=kinds, seed=int(rm.seed) + 1)
     rm_params = init_reward_model_params(ctx.model, jax.random.key(int(rm.seed)), params,
                                          head_init_std=float(rm.head_init_std))
     optim = ml_collections.ConfigDict(cfg.optim.to_dict())
     optim.update(lr=float(rm.lr), warmup_steps=int(rm.warmup), total_steps=int(rm.steps),
                  schedule=str(rm.schedule))
     writer = MetricsWriter(stage_dir)
-    rm_params, last = train_reward_model(
-        rm, optim, ctx.model, rm_params, train_pairs, pad_id=ctx.tokenizer.pad_id, log_every=10,
-        on_log=lambda r: writer.write({"stage": "rm", **{f"rm_train_{k}" if k not in ("step", "seconds") else k: v
-                                                          for k, v in r.items()}}))
+
+    def log_step(record):
+        writer.write({"stage": "rm", **{k if k in ("step", "seconds") else f"rm_train_{k}": v
+                                        for k, v in record.items()}})
+
+    rm_params, last = train_reward_model(rm, optim, ctx.model, rm_params, train_pairs,
+                                         pad_id=ctx.tokenizer.pad_id, log_every=10,
+                                         on_log=log_step)
     scorer = rm_scorer(ctx, rm_params, tuple(train_pairs + held_pairs))
     chosen, rejected = scorer.score_pairs(held_pairs)
     right = chosen > rejected
@@ -169,9 +174,10 @@ def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
     writer.close()
     with open(os.path.join(stage_dir, "calibration.json"), "w") as f:
         json.dump(cal.to_dict(), f)
+    per_kind = ", ".join(f"{k}: {metrics[f'rm_heldout_accuracy_{k}']:.2f}"
+                         for k in sorted(set(held_kinds)))
     ctx.log(f"[rm] {int(rm.steps)} steps in {time.time() - t0:.0f}s: held-out pair accuracy "
-            f"{metrics['rm_heldout_pair_accuracy']:.3f} "
-            + ", ".join(f"{k}: {metrics[f'rm_heldout_accuracy_{k}']:.2f}" for k in sorted(set(held_kinds))))
+            f"{metrics['rm_heldout_pair_accuracy']:.3f} ({per_kind})")
     return rm_params, metrics
 
 
@@ -185,19 +191,23 @@ def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo"
     from r1v2_jax.rl.scoring import make_scorer
 
     if loss not in STAGE_NAMES:
-        raise ValueError(f"run_mpo_stage: loss must be one of {sorted(STAGE_NAMES)}, got {loss!r}")
+        raise ValueError(f"run_mpo_stage: loss must be one of {sorted(STAGE_NAMES)}, "
+                         f"got {loss!r}")
     name = STAGE_NAMES[loss]
     cfg = stage_config(ctx.cfg, "mpo")
     cfg.mpo.loss = loss
     score = ctx.score
     if rm is not None:
+        # the RM stage's calibration pairs (same seed): recomputes its calibration if needed
         n = int(ctx.cfg.rm.num_calibration)
         pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
-                                      corruptions=tuple(ctx.cfg.rm.corruptions), seed=int(ctx.cfg.rm.seed))
+                                      corruptions=tuple(ctx.cfg.rm.corruptions),
+                                      seed=int(ctx.cfg.rm.seed))
         scorer = rm_scorer(ctx, rm, tuple(pairs))
         if rm_calibration is None:
             rm_calibration = calibration_of(scorer, pairs)
-        score = make_scorer(cfg.reward, reward_model=scorer, calibration=rm_calibration, log=ctx.log)
+        score = make_scorer(cfg.reward, reward_model=scorer, calibration=rm_calibration,
+                            log=ctx.log)
     elif float(cfg.reward.w_rm) != 0.0:
         ctx.log(f"[{name}] no reward model given: reward.w_rm {cfg.reward.w_rm} -> 0")
         cfg.reward.w_rm = 0.0

@@ -63,7 +63,8 @@ class RewardModel(VLM):
         self.value_head = ValueHead(self.config.jnp_param_dtype, self.head_init_std,
                                     name=VALUE_HEAD)
 
-    def __call__(self, input_ids, pixel_values=None, *, attention_mask=None):  # type: ignore[override]
+    # A different signature from VLM.__call__ on purpose: a reward model only scores.
+    def __call__(self, input_ids, pixel_values=None, *, attention_mask=None):  # type: ignore
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
         out = super().__call__(input_ids, pixel_values, attention_mask=attention_mask,

@@ -16,6 +16,8 @@ continues exactly.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -35,7 +37,7 @@ from r1v2_jax.rl.evaluate import evaluate
 from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.grpo_trainer import seq_len_for
 from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions, make_mpo_update
-from r1v2_jax.rl.pairs import PreferencePair, hybrid_reward_range, sample_pairs
+from r1v2_jax.rl.pairs import PreferencePair, hybrid_reward_range, pair_seq_len, sample_pairs
 from r1v2_jax.rl.rollout import SamplingOptions
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
@@ -77,13 +79,25 @@ def _combine(stats: list[dict[str, float]]) -> dict[str, float]:
     """Round statistics over its sampling attempts: counts add up, rates average."""
     if not stats:
         return {}
-    counts = {"groups", "pairs", "all_equal_groups"} | {k for k in stats[0] if k.startswith("pairs_at_")}
+    counts = {"groups", "pairs", "all_equal_groups"}
     out = {}
     for k in stats[0]:
         values = np.asarray([s[k] for s in stats], np.float64)
         finite = values[np.isfinite(values)]
-        out[k] = float(values.sum()) if k in counts else (float(finite.mean()) if finite.size else None)
+        if k in counts or k.startswith("pairs_at_"):
+            out[k] = float(values.sum())
+        else:  # a rate: None when no attempt defines it (e.g. no pair, no known content)
+            out[k] = float(finite.mean()) if finite.size else None
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _optimizer_and_update(config: VLMConfig, opts: MPOLossOptions, optim_json: str, compute_dtype):
+    """One jitted update per (model, loss, optimizer) setting, shared by trainer instances
+    (a resumed trainer or a second run with the same settings does not compile again)."""
+    optimizer = make_optimizer(ml_collections.ConfigDict(json.loads(optim_json)))
+    return optimizer, jax.jit(optimizer.init), make_mpo_update(
+        config, opts, optimizer, compute_dtype=compute_dtype, donate=False)
 
 
 class MPOTrainer:
@@ -107,8 +121,13 @@ class MPOTrainer:
                              f"mpo.micro_batch_size={self.micro}")
         self.score_range = (tuple(float(x) for x in m.score_range) if len(m.score_range)
                             else hybrid_reward_range(cfg.reward))
-        self.seq_len = seq_len_for(self.train_examples, self.sampling.max_new_tokens)
-        self.tiles_per_micro = self.micro * max(len(e.pixel_values) for e in self.train_examples)
+        self.offline = list(offline_pairs)  # e.g. `load_preference_pairs`: in every round's pool
+        # static shapes that fit every sample the policy can produce and every offline pair
+        self.seq_len = max([seq_len_for(self.train_examples, self.sampling.max_new_tokens)]
+                           + ([pair_seq_len(self.offline)] if self.offline else []))
+        max_tiles = max(len(e.pixel_values) for e in
+                        self.train_examples + [p.example for p in self.offline])
+        self.tiles_per_micro = self.micro * max_tiles
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
         self.mesh, self.rules = mesh, rules
@@ -122,21 +141,20 @@ class MPOTrainer:
             trainable = cast_tree(trainable, jnp.float32)
         self.trainable = trainable
         self.ref_trainable = jax.tree.map(jnp.copy, trainable)
-        self.optimizer = make_optimizer(cfg.optim)
-        self.opt_state = jax.jit(self.optimizer.init)(trainable)
+        self.optimizer, init_state, self.update = _optimizer_and_update(
+            model_config, MPOLossOptions.from_config(m),
+            json.dumps(cfg.optim.to_dict(), sort_keys=True), self.compute_dtype)
+        self.opt_state = init_state(trainable)
         self.delta: BCODeltaState = bco_delta_init()
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.step = 0
         self.data_state = DataState()
-        self.offline = list(offline_pairs)  # e.g. `load_preference_pairs`: in every round's pool
         self.online: list[PreferencePair] = []
         self.pool: list[PreferencePair] = []
         self.pool_state = DataState()
         self.round_stats: dict[str, Any] = {}
         self.counters = {"skipped_updates": 0, "rounds": 0, "sampling_attempts": 0}
         self.by_uid = {e.uid: e for e in self.train_examples}
-        self.update = make_mpo_update(model_config, MPOLossOptions.from_config(m), self.optimizer,
-                                      compute_dtype=self.compute_dtype, donate=False)
         self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=int(cfg.train.checkpoint_every),
                                  keep=int(cfg.train.keep_checkpoints),
@@ -257,8 +275,9 @@ class MPOTrainer:
         t0 = time.time()
         if self.step % int(self.cfg.mpo.steps_per_round) == 0 or not self.pool:
             self._new_round()
+        order_seed = int(self.cfg.train.seed) + self.counters["rounds"]  # a new order per round
         batch_pairs, self.pool_state = next_batch(self.pool, self.batch_size, self.pool_state,
-                                                  int(self.cfg.train.seed) + self.counters["rounds"])
+                                                  order_seed)
         batch = mpo_batch(batch_pairs, seq_len=self.seq_len, micro=self.micro,
                           tiles_per_micro=self.tiles_per_micro, pad_id=self.tok.pad_id,
                           image_shape=self.image_shape)

@@ -51,6 +51,13 @@ class PreferencePair:
         return self.chosen_score - self.rejected_score
 
 
+def pair_seq_len(pairs: Sequence[PreferencePair], multiple: int = 16) -> int:
+    """Sequence length (a multiple of `multiple`) that fits prompt + the longer side."""
+    longest = max(len(p.example.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
+                  for p in pairs)
+    return -(-longest // multiple) * multiple
+
+
 # ----------------------------------------------------------------------------- records
 def pairs_from_records(records: Sequence[PreferenceRecord], tokenizer: Tokenizer,
                        tiling: TilingConfig, prompt: PromptConfig,

@@ -27,7 +27,7 @@ from r1v2_jax.losses import reward_model_loss
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.models.reward_model import VALUE_HEAD, reward_scores
 from r1v2_jax.rl.batching import pack_sequences, pack_tiles, to_micro
-from r1v2_jax.rl.pairs import PreferencePair
+from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import accumulate, apply_update, merged
@@ -44,12 +44,6 @@ class RMBatch:
     rejected_ids: jax.Array
     rejected_mask: jax.Array
     pixel_values: jax.Array | None = None
-
-
-def pair_seq_len(pairs: Sequence[PreferencePair], multiple: int = 16) -> int:
-    longest = max(len(p.example.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
-                  for p in pairs)
-    return -(-longest // multiple) * multiple
 
 
 def rm_batch(pairs: Sequence[PreferencePair], *, seq_len: int, micro: int, tiles_per_micro: int,
@@ -106,15 +100,17 @@ def rm_trainable_parts(name: str) -> tuple[str, ...]:
     return trainable_parts(name) + (VALUE_HEAD,)
 
 
-def train_reward_model(rm_cfg, optim_cfg, config: VLMConfig, rm_params, pairs: Sequence[PreferencePair],
-                       *, pad_id: int, log_every: int = 0,
+def train_reward_model(rm_cfg, optim_cfg, config: VLMConfig, rm_params,
+                       pairs: Sequence[PreferencePair], *, pad_id: int, log_every: int = 0,
                        on_log: Callable[[dict[str, Any]], None] | None = None):
     """Bradley-Terry training for rm_cfg.steps steps of rm_cfg.batch_size pairs (shuffled,
     epoch after epoch, seed rm_cfg.seed). optim_cfg: an `optim` ConfigDict (lr, schedule...).
     Returns (rm_params, last step's metrics)."""
     if len(pairs) < int(rm_cfg.batch_size):
-        raise ValueError(f"rm: {len(pairs)} training pairs, fewer than rm.batch_size={rm_cfg.batch_size}")
+        raise ValueError(f"rm: {len(pairs)} training pairs, fewer than "
+                         f"rm.batch_size={rm_cfg.batch_size}")
     trainable, frozen = split_params(rm_params, rm_trainable_parts(rm_cfg.trainable))
+    trainable = jax.tree.map(jnp.copy, trainable)  # the update donates its input: keep the caller's
     optimizer = make_optimizer(optim_cfg)
     opt_state = optimizer.init(trainable)
     center = float(rm_cfg.center_rewards_coefficient) or None
@@ -131,7 +127,8 @@ def train_reward_model(rm_cfg, optim_cfg, config: VLMConfig, rm_params, pairs: S
                          image_shape=(size, size, config.vision.num_channels))
         trainable, opt_state, m = update(frozen, trainable, opt_state, batch)
         metrics = {k: float(v) for k, v in m.items()}
-        if on_log is not None and (step == int(rm_cfg.steps) or (log_every and step % log_every == 0)):
+        due = step == int(rm_cfg.steps) or (log_every and step % log_every == 0)
+        if on_log is not None and due:
             on_log({"step": step, **metrics, "seconds": time.time() - t0})
     return merge_params(trainable, frozen), metrics
 
@@ -150,6 +147,12 @@ def tiles_per_image(question: str, num_tiles: int, image_tag: str = "<image>") -
                      f"image tile(s): cannot tell which tiles belong to which image")
 
 
+@functools.lru_cache(maxsize=4)
+def _jitted_scores(config: VLMConfig):
+    """One compiled scorer per model config and shape, shared by scorer instances."""
+    return jax.jit(functools.partial(reward_scores, config))
+
+
 class JaxRewardModelScorer:
     """`RewardModelScorer` over a JAX reward model. Inputs are packed into fixed
     [batch_size, seq_len] rows (+ batch_size * max_tiles image tiles); longer inputs are an
@@ -158,8 +161,9 @@ class JaxRewardModelScorer:
     def __init__(self, config: VLMConfig, params, *, tokenizer: Tokenizer, prompt: PromptConfig,
                  batch_size: int, seq_len: int, max_tiles: int = 1):
         self.config, self.params, self.tok, self.prompt = config, params, tokenizer, prompt
-        self.batch_size, self.seq_len, self.max_tiles = int(batch_size), int(seq_len), int(max_tiles)
-        self._fn = jax.jit(functools.partial(reward_scores, config))
+        self.batch_size, self.seq_len = int(batch_size), int(seq_len)
+        self.max_tiles = int(max_tiles)
+        self._fn = _jitted_scores(config)
 
     def score_tokens(self, prompt_ids: Sequence[np.ndarray], completion_ids: Sequence[np.ndarray],
                      tiles: Sequence[np.ndarray]) -> np.ndarray:
@@ -179,9 +183,10 @@ class JaxRewardModelScorer:
                     raise ValueError(f"reward model input {i} has {len(tiles[i])} image tiles, "
                                      f"more than rm.max_tiles={self.max_tiles}")
             pad = bs - len(idx)  # padding rows: one real token, so their attention is defined
-            ids, mask, _ = pack_sequences([prompt_ids[i] for i in idx] + [np.zeros(1, np.int32)] * pad,
-                                          [completion_ids[i] for i in idx] + [np.zeros(0, np.int32)] * pad,
-                                          self.seq_len, self.tok.pad_id)
+            ids, mask, _ = pack_sequences(
+                [prompt_ids[i] for i in idx] + [np.zeros(1, np.int32)] * pad,
+                [completion_ids[i] for i in idx] + [np.zeros(0, np.int32)] * pad,
+                self.seq_len, self.tok.pad_id)
             all_tiles = [tiles[i] for i in idx] + [np.zeros((0,) + shape, np.float32)] * pad
             pixels = None
             if self.max_tiles:
@@ -198,10 +203,13 @@ class JaxRewardModelScorer:
         if tiles is None:
             size = self.config.vision.image_size
             tiles = [np.zeros((0, size, size, 3), np.float32)] * len(prompts)
-        prompt_ids = [np.asarray(encode_prompt(self.tok, q, tiles_per_image(q, len(t), self.prompt.image_tag),
-                                               self.prompt), np.int32) for q, t in zip(prompts, tiles)]
-        completions = [np.asarray(self.tok.encode(completion_of(r, self.prompt)) + [self.tok.eos_id],
-                                  np.int32) for r in responses]
+        tag = self.prompt.image_tag
+        prompt_ids = [np.asarray(encode_prompt(self.tok, q, tiles_per_image(q, len(t), tag),
+                                               self.prompt), np.int32)
+                      for q, t in zip(prompts, tiles)]
+        eos = [self.tok.eos_id]
+        completions = [np.asarray(self.tok.encode(completion_of(r, self.prompt)) + eos, np.int32)
+                       for r in responses]
         return self.score_tokens(prompt_ids, completions, tiles)
 
     def score_pairs(self, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +220,8 @@ class JaxRewardModelScorer:
                 self.score_tokens(prompts, [p.rejected_ids for p in pairs], tiles))
 
 
-def ranking_accuracy(scorer: JaxRewardModelScorer, pairs: Sequence[PreferencePair]) -> dict[str, float]:
+def ranking_accuracy(scorer: JaxRewardModelScorer,
+                     pairs: Sequence[PreferencePair]) -> dict[str, float]:
     """Share of pairs ranked correctly (s+ > s-, ties count as wrong) and the mean gap."""
     chosen, rejected = scorer.score_pairs(pairs)
     return {"pair_accuracy": float(np.mean(chosen > rejected)),

@@ -6,7 +6,11 @@ their input dimension it contracts over the split dimension and all-reduces whol
 activations, instead of gathering the weights (FSDP) and keeping the batch split.
 Constraining every projection's output to ("batch", "length", *its logical output axes)
 under the same rule table (MaxText's layout) forces the intended plan: batch over
-(data, fsdp), heads / MLP / vocab over tensor, weights gathered layer by layer.
+(data, fsdp), heads / MLP / vocab over tensor, weights gathered layer by layer. Outputs
+that form the residual stream use "residual_length" for their token axis; the default
+rules map it to `tensor` (Megatron-style sequence parallelism), so the residual stream,
+its norms and the per-layer activations kept for the backward pass are split over tokens
+instead of repeated on every tensor shard.
 
 `activation_sharding(mesh, rules)` does this with Flax's method interception at trace
 time, so the model code stays free of mesh concerns; trace (jit / lower) the step inside it.
@@ -24,7 +28,10 @@ from r1v2_jax.models.layers import Dense
 from r1v2_jax.models.qwen2 import Embedding
 from r1v2_jax.sharding.rules import Rules, _spec_for
 
-LEADING = ("batch", "length")
+# Projections that write the residual stream (and the embeddings that start it): their
+# outputs are laid out along "residual_length" (sequence parallelism when it maps to a mesh
+# axis: norms and residual adds, and the activations remat keeps, are split over tokens).
+RESIDUAL_FEATURES = (("embed",), ("vit_embed",), ("embed_out",))
 
 
 def activation_names(ndim: int, feature_axes: tuple) -> tuple:
@@ -32,7 +39,8 @@ def activation_names(ndim: int, feature_axes: tuple) -> tuple:
     lead = ndim - len(feature_axes)
     if lead < 1:
         return (None,) * ndim
-    return ("batch",) + ("length",) * (lead - 1) + tuple(feature_axes)
+    length = "residual_length" if tuple(feature_axes) in RESIDUAL_FEATURES else "length"
+    return ("batch",) + (length,) * (lead - 1) + tuple(feature_axes)
 
 
 def constrain(x: jax.Array, names: tuple, mesh: Mesh, rules: Rules) -> jax.Array:

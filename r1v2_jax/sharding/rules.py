@@ -4,7 +4,8 @@ Parameters are created with logical axis names (see docs/PARAMS.md); a rule tabl
 in config (`config.sharding.rules`), maps each name onto zero or more mesh axes
 (`data`, `fsdp`, `tensor`). The default table is MaxText-like: weights are split over
 `fsdp` along the model dimension and over `tensor` along heads / MLP / vocab; activations
-are split over (`data`, `fsdp`) along the batch.
+are split over (`data`, `fsdp`) along the batch, and the residual stream also over `tensor`
+along the tokens (see activations.py).
 
 A logical axis whose size is not divisible by its mesh axes is replicated instead (e.g.
 InternViT-6B's 25 heads on a tensor axis of 8): correctness never depends on the table.
@@ -25,6 +26,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     # activations
     ("batch", ("data", "fsdp")),
     ("length", None),
+    ("residual_length", "tensor"),  # sequence parallelism of the residual stream
     # language model
     ("vocab", "tensor"),
     ("embed", "fsdp"),

@@ -5,7 +5,7 @@ with `r1v2_jax.convert.load_hf`, so both sides train the very same model on the 
 batch: each sequence holds one image tile (its placeholders first) and text; the loss is
 the mean next-token cross-entropy over the text tokens. Both losses of the first step are
 reported (they must agree: same model, same batch). Time = median over `iters` steps
-after `warmup` steps, same process, same threads.
+after `warmup` steps, same process, same threads, the two sides' steps alternating.
 """
 
 from __future__ import annotations
@@ -76,15 +76,19 @@ def make_batch(spec: TrainBenchModel, batch: int, seq_len: int, seed: int):
     return ids, pixels, mask
 
 
-def _median_step(step, warmup: int, iters: int) -> tuple[float, list[float]]:
+def interleaved_times(steps: dict, warmup: int, iters: int) -> dict[str, list[float]]:
+    """Wall times of each named step, run in turn (a, b, a, b, ...) so that a change in the
+    machine's load hits both sides alike."""
     for _ in range(warmup):
-        step()
-    times = []
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def jax_train_step(config, params, ids, pixels, mask, lr: float):
@@ -144,8 +148,6 @@ def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 
         holder["state"], loss = step(holder["state"])
         jax.block_until_ready(loss)
 
-    jax_s, jax_times = _median_step(jax_once, warmup, iters)
-
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     t_ids = torch.from_numpy(ids.astype(np.int64))
     t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
@@ -164,7 +166,9 @@ def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    torch_s, torch_times = _median_step(torch_once, warmup, iters)
+    times = interleaved_times({"jax": jax_once, "torch": torch_once}, warmup, iters)
+    jax_times, torch_times = times["jax"], times["torch"]
+    jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
     flops = train_step_flops(config, batch, seq_len, batch, ("vision", "adapter", "text"))
     return {
         "model": dataclasses.asdict(spec), "batch": batch, "seq_len": seq_len,

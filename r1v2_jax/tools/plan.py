@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import sys
+from typing import Any
 
 MODELS = ("38b",)
 
@@ -55,6 +56,7 @@ def register(subparsers) -> None:
                    help="attention memory model: flash (default; blockwise stand-in for the "
                    "cudnn/splash kernels, [block, T] scores) or xla ([T, T] scores)")
     p.add_argument("--skip-decode", action="store_true", help="plan the GRPO update only")
+    p.add_argument("--skip-train", action="store_true", help="plan the decode step only")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=run)
 
@@ -121,81 +123,126 @@ def _mesh_sizes(args, recipe) -> dict[str, int]:
     return dict(mesh.ici)
 
 
-def plan(args) -> dict:
-    """Runs the plan; returns the figures as a JSON-able dict."""
+@dataclasses.dataclass(frozen=True)
+class PlanSetup:
+    """Everything `plan` resolved from the arguments and the recipe."""
+
+    config: Any
+    recipe: Any
+    sizes: dict
+    devices: int
+    chip: Any
+    rules: tuple
+    trainable: str
+    opts: Any
+    master_fp32: bool
+    micro_batch: int | None
+
+
+def resolve(args) -> PlanSetup:
+    """Reads the config and settles every choice; touches no JAX device."""
+    from r1v2_jax.rl.grpo_step import GRPOLossOptions
+    from r1v2_jax.sharding import DEFAULT_RULES, rules_from_config
+    from r1v2_jax.tools.chips import get_chip
+
     config, recipe = _load(args)
     sizes = _mesh_sizes(args, recipe)
     devices = args.devices or math.prod(sizes.values())
     if devices < 1:
         raise ValueError(f"mesh {sizes} has a -1 axis: give --devices")
-    _start_simulated_devices(devices)
-
-    from r1v2_jax.models import count_params
-    from r1v2_jax.rl.grpo_step import GRPOLossOptions
-    from r1v2_jax.sharding import DEFAULT_RULES, make_mesh, parse_axis_sizes, rules_from_config
-    from r1v2_jax.tools import flops as F
-    from r1v2_jax.tools.chips import get_chip
-    from r1v2_jax.tools.plan_programs import (batch_shards, compile_decode_step,
-                                              compile_grpo_update)
-    from r1v2_jax.train.masks import trainable_parts
-
-    chip = get_chip(args.chip)
     sharding = _section(recipe, "sharding")
     rules = rules_from_config(sharding.rules) if sharding and "rules" in sharding else DEFAULT_RULES
-    mesh = make_mesh(sizes)
     train = _section(recipe, "train")
     trainable = args.trainable or (train.trainable if train is not None else "adapter")
-    parts = trainable_parts(trainable)
-    grpo = _section(recipe, "grpo")
+    grpo, rollout = _section(recipe, "grpo"), _section(recipe, "rollout")
     opts = GRPOLossOptions()
     if grpo is not None:
-        rollout = _section(recipe, "rollout")
         opts = GRPOLossOptions.from_config(grpo, rollout.temperature if rollout else 1.0,
                                            rollout.max_new_tokens if rollout else args.seq_len)
     optim = _section(recipe, "optim")
     master = args.master_fp32
     if master is None:
         master = bool(optim.master_fp32) if optim is not None and "master_fp32" in optim else True
-    master = master and config.param_dtype != "float32"
-    micro = args.micro_batch or batch_shards(mesh, rules)
-    tokens = micro * args.seq_len
-    report = {"model": args.model or args.config, "params": count_params(config)["total"],
-              "param_dtype": config.param_dtype, "dtype": config.dtype,
-              "remat_policy": config.remat_policy, "mesh": dict(mesh.shape), "devices": devices,
-              "chip": dataclasses.asdict(chip), "trainable": trainable,
-              "attention": args.attention, "programs": {}}
+    return PlanSetup(config, recipe, sizes, devices, get_chip(args.chip), rules, trainable, opts,
+                     master and config.param_dtype != "float32", args.micro_batch)
 
+
+def plan(args) -> dict:
+    """Runs the plan; returns the figures as a JSON-able dict."""
+    s = resolve(args)
+    _start_simulated_devices(s.devices)
+
+    from r1v2_jax.models import count_params
+    from r1v2_jax.sharding import make_mesh
+
+    report = {"model": args.model or args.config, "params": count_params(s.config)["total"],
+              "param_dtype": s.config.param_dtype, "dtype": s.config.dtype,
+              "remat_policy": s.config.remat_policy, "devices": s.devices,
+              "chip": dataclasses.asdict(s.chip), "trainable": s.trainable,
+              "attention": args.attention, "programs": {}}
+    mesh = make_mesh(s.sizes)
+    report["mesh"] = dict(mesh.shape)
+    if not args.skip_train:
+        report["programs"]["grpo_update"] = _plan_train(args, s, mesh)
+    if not args.skip_decode:
+        if args.decode_mesh:
+            mesh = _decode_mesh(args.decode_mesh, s.devices)
+        report["programs"]["decode_step"] = _plan_decode(args, s, mesh)
+    return report
+
+
+def _decode_mesh(text: str, devices: int):
+    import jax
+
+    from r1v2_jax.sharding import make_mesh, parse_axis_sizes, resolve_axis_sizes
+
+    sizes = parse_axis_sizes(text)
+    if -1 in sizes.values():
+        sizes = dict(zip(("data", "fsdp", "tensor"), resolve_axis_sizes(sizes, devices)))
+    n = math.prod(sizes.values())
+    if n > devices:
+        raise ValueError(f"--decode-mesh {text} needs {n} devices; --devices is {devices}")
+    return make_mesh(sizes, devices=jax.devices()[:n])
+
+
+def _plan_train(args, s: PlanSetup, mesh) -> dict:
+    from r1v2_jax.tools import flops as F
+    from r1v2_jax.tools.plan_programs import batch_shards, compile_grpo_update
+    from r1v2_jax.train.masks import trainable_parts
+
+    parts = trainable_parts(s.trainable)
+    micro = s.micro_batch or batch_shards(mesh, s.rules)
     with _attention_model(args.attention):
-        program = compile_grpo_update(config, opts, _optimizer(recipe), mesh, rules,
+        program = compile_grpo_update(s.config, s.opts, _optimizer(s.recipe), mesh, s.rules,
                                       parts=parts, micro_batch=micro, num_micro=1,
                                       seq_len=args.seq_len, tiles_per_sample=args.tiles,
-                                      master_fp32=master)
-    step = F.train_step_flops(config, micro, args.seq_len, micro * args.tiles, parts,
-                              reference_forward=opts.beta != 0.0)
-    per_device = step.hardware / devices
-    report["programs"]["grpo_update"] = {
-        **_memory(program, chip), "compile_s": program.compile_seconds, **program.details,
-        "tokens": tokens, "model_flops": step.model, "hardware_flops": step.hardware,
-        "seconds_at_peak": per_device / chip.bf16_flops,
-        "model_tokens_per_s_at_peak": tokens / (per_device / chip.bf16_flops) / devices}
+                                      master_fp32=s.master_fp32)
+    step = F.train_step_flops(s.config, micro, args.seq_len, micro * args.tiles, parts,
+                              reference_forward=s.opts.beta != 0.0)
+    seconds = step.hardware / mesh.size / s.chip.bf16_flops
+    tokens = micro * args.seq_len
+    return {**_memory(program, s.chip), "compile_s": program.compile_seconds, **program.details,
+            "tokens": tokens, "model_flops": step.model, "hardware_flops": step.hardware,
+            "seconds_at_peak": seconds, "tokens_per_s_per_device_at_peak":
+                tokens / seconds / mesh.size}
 
-    if not args.skip_decode:
-        dsizes = parse_axis_sizes(args.decode_mesh) if args.decode_mesh else sizes
-        dmesh = make_mesh(dsizes) if args.decode_mesh else mesh
-        program = compile_decode_step(config.replace(remat_policy="none"), dmesh, rules,
-                                      batch=args.decode_batch, cache_len=args.seq_len)
-        cost = F.decode_step_cost(config, args.decode_batch, args.seq_len,
-                                  param_bytes=config.jnp_param_dtype.itemsize,
-                                  cache_bytes=config.jnp_dtype.itemsize)
-        n = math.prod(dsizes.values()) if -1 not in dsizes.values() else devices
-        compute_s = cost.flops / n / chip.bf16_flops
-        memory_s = cost.bytes / n / chip.hbm_bandwidth
-        report["programs"]["decode_step"] = {
-            **_memory(program, chip), "compile_s": program.compile_seconds, **program.details,
-            "mesh": dict(dmesh.shape), "flops": cost.flops, "bytes_read": cost.bytes,
+
+def _plan_decode(args, s: PlanSetup, mesh) -> dict:
+    from r1v2_jax.tools import flops as F
+    from r1v2_jax.tools.plan_programs import compile_decode_step
+
+    config = s.config.replace(remat_policy="none")  # no backward pass: nothing to remat
+    program = compile_decode_step(config, mesh, s.rules, batch=args.decode_batch,
+                                  cache_len=args.seq_len)
+    cost = F.decode_step_cost(config, args.decode_batch, args.seq_len,
+                              param_bytes=config.jnp_param_dtype.itemsize,
+                              cache_bytes=config.jnp_dtype.itemsize)
+    compute_s = cost.flops / mesh.size / s.chip.bf16_flops
+    memory_s = cost.bytes / mesh.size / s.chip.hbm_bandwidth
+    return {**_memory(program, s.chip), "compile_s": program.compile_seconds, **program.details,
+            "mesh": dict(mesh.shape), "flops": cost.flops, "bytes_read": cost.bytes,
             "seconds_compute_bound": compute_s, "seconds_memory_bound": memory_s,
             "tokens_per_s_bound": args.decode_batch / max(compute_s, memory_s)}
-    return report
 
 
 def _attention_model(name: str):
@@ -213,62 +260,14 @@ def _memory(program, chip) -> dict:
             "fits": m.peak <= chip.hbm_bytes}
 
 
-def format_report(r: dict) -> str:
-    gb = _human_bytes
-    chip = r["chip"]
-    mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
-    lines = [f"model {r['model']}: {r['params'] / 1e9:.2f}B params, {r['param_dtype']} params, "
-             f"{r['dtype']} compute, remat={r['remat_policy']}",
-             f"mesh {mesh} ({r['devices']} devices); chip {chip['name']}: "
-             f"{chip['bf16_flops'] / 1e12:.0f} TFLOP/s bf16, {gb(chip['hbm_bytes'])} HBM, "
-             f"{chip['hbm_bandwidth'] / 1e9:.0f} GB/s"]
-    g = r["programs"]["grpo_update"]
-    lines += ["", f"GRPO update, trainable={r['trainable']} ({g['trainable_params'] / 1e6:.1f}M "
-              f"params{', fp32 master weights' if g['master_fp32'] else ''}): micro-batch "
-              f"{g['micro_batch']} x {g['seq_len']} tokens, {g['tiles_per_sample']} tile(s)/sequence"]
-    lines += _memory_lines(g, gb)
-    lines += [f"  FLOPs per micro-batch: model {g['model_flops']:.3e}, with remat "
-              f"{g['hardware_flops']:.3e}; at 100% of peak {g['seconds_at_peak']:.2f} s "
-              f"({g['model_tokens_per_s_at_peak']:.0f} tokens/s/device)",
-              f"  compiled in {g['compile_s']:.1f} s"]
-    d = r["programs"].get("decode_step")
-    if d:
-        mesh = " ".join(f"{k}={v}" for k, v in d["mesh"].items())
-        lines += ["", f"rollout decode step: {d['batch']} rows, KV cache of {d['cache_len']} slots "
-                  f"({gb(d['kv_cache_bytes_total'])} in all), mesh {mesh}"]
-        lines += _memory_lines(d, gb)
-        lines += [f"  per step: {d['flops']:.3e} FLOPs, {gb(d['bytes_read'])} read; bound "
-                  f"{1e3 * max(d['seconds_compute_bound'], d['seconds_memory_bound']):.2f} ms "
-                  f"({'HBM' if d['seconds_memory_bound'] > d['seconds_compute_bound'] else 'compute'}"
-                  f"-bound) = {d['tokens_per_s_bound']:.0f} tokens/s",
-                  f"  compiled in {d['compile_s']:.1f} s"]
-    attention = ("a blockwise stand-in for the flash kernels ([512, T] scores)"
-                 if r["attention"] == "flash" else "the 'xla' implementation ([T, T] scores)")
-    lines += ["", f"Bytes are XLA CPU-backend estimates; training attention planned with "
-              f"{attention}."]
-    return "\n".join(lines)
-
-
-def _human_bytes(x: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.2f} {unit}"
-    return f"{x:.0f} B"
-
-
-def _memory_lines(p: dict, gb) -> list[str]:
-    verdict = "fits" if p["fits"] else "DOES NOT FIT"
-    return [f"  per device: arguments {gb(p['arguments'])}, outputs {gb(p['outputs'])} "
-            f"({gb(p['aliased'])} in place), temporaries {gb(p['temporaries'])}",
-            f"  peak {gb(p['peak'])} = {100 * p['hbm_fraction']:.0f}% of HBM: {verdict}"]
-
-
 def run(args) -> int:
     try:
         report = plan(args)
     except ValueError as err:
         print(f"r1v2 plan: {err}", file=sys.stderr)
         return 2
+    from r1v2_jax.tools.plan_report import format_report
+
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -2,6 +2,7 @@
 loss variant) and trainer (kill mid-round, resume: metrics, parameters and the BCO delta
 equal an uninterrupted run's)."""
 
+import functools
 import json
 import os
 import sys
@@ -15,9 +16,9 @@ import pytest
 
 from r1v2_jax.data import synthetic
 from r1v2_jax.demo.pipeline import build_context
-from r1v2_jax.losses import bco_delta_init, bco_delta_update, dpo_loss, sequence_logps, sft_loss
+from r1v2_jax.losses import bco_delta_init, dpo_loss, mpo_loss, sequence_logps, sft_loss
 from r1v2_jax.models import init_params
-from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions, mpo_update, pair_token_logps
+from r1v2_jax.rl.mpo_step import MPOLossOptions, mpo_update, objective, pair_token_logps
 from r1v2_jax.rl.mpo_trainer import MPOTrainer, mpo_batch, stage_config
 from r1v2_jax.rl.pairs import PreferencePair
 from r1v2_jax.rl.rewards import format_reward
@@ -63,6 +64,11 @@ def ctx(tmp_path_factory):
     return build_context(cfg, str(tmp_path_factory.mktemp("ctx")), log=lambda _: None)
 
 
+@pytest.fixture(scope="module")
+def params0(ctx):
+    return jax.jit(init_params, static_argnums=0)(ctx.model, jax.random.key(0))
+
+
 # ----------------------------------------------------------------------------- step
 def _pairs(ctx, n=4):
     rng = np.random.default_rng(0)
@@ -78,68 +84,69 @@ def _batch(ctx, pairs, micro):
                      image_shape=(size, size, 3))
 
 
-def _flat(x):
-    return x.reshape((-1,) + x.shape[2:])
-
-
-@pytest.mark.parametrize("loss", ["mpo", "dpo", "sft"])
-def test_micro_batching_is_exact_and_delta_updates_once(ctx, loss):
-    params = init_params(ctx.model, jax.random.key(1))
-    trainable, frozen = split_params(params, ("text", "adapter"))
-    # a reference different from the policy, so Delta != 0
-    ref = jax.tree.map(lambda x: x * 0.9, trainable)
-    opts = MPOLossOptions(loss=loss, beta=0.5, label_smoothing=0.1)
+def test_micro_batching_is_exact_and_delta_updates_once(ctx, params0):
+    """Two micro-batches give exactly the loss, gradient and delta of one direct jax.grad
+    of the MPO loss over the whole batch (written here from the loss formulas)."""
+    trainable, frozen = split_params(params0, ("text", "adapter"))
+    ref = jax.tree.map(lambda x: x * 0.9, trainable)  # a reference != policy, so Delta != 0
+    beta, ls = 0.5, 0.1
+    opts = MPOLossOptions(loss="mpo", beta=beta, label_smoothing=ls)
     sgd = optax.sgd(1.0)
     delta0 = bco_delta_init()._replace(mean=jnp.float32(0.3), count=jnp.float32(2.0))
     pairs = _pairs(ctx)
-    runs = {}
-    for micro in (4, 2, 1):
-        runs[micro] = mpo_update(ctx.model, opts, sgd, frozen, ref, trainable, sgd.init(trainable),
-                                 delta0, _batch(ctx, pairs, micro))
-    for micro in (2, 1):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
-                     runs[micro][0], runs[4][0])
-        np.testing.assert_allclose(runs[micro][3]["loss"], runs[4][3]["loss"], rtol=1e-5)
-        np.testing.assert_allclose(runs[micro][2].mean, runs[4][2].mean, rtol=1e-5)
+    update = jax.jit(functools.partial(mpo_update, ctx.model, opts, sgd))
+    new_params, _, new_delta, m = update(frozen, ref, trainable, sgd.init(trainable), delta0,
+                                         _batch(ctx, pairs, 2))
 
-    # reference: one direct jax.grad over the whole batch (M = 1), written from the losses
-    b1 = jax.tree.map(lambda x: x[0], _batch(ctx, pairs, 4))
-    cm, rm = b1.chosen_completion, b1.rejected_completion
-    ref_c, ref_r = pair_token_logps(ctx.model, merge_params(ref, frozen), b1, 512)
-    ref_c, ref_r = sequence_logps(ref_c, cm), sequence_logps(ref_r, rm)
+    whole = jax.tree.map(lambda x: x[0], _batch(ctx, pairs, 4))
+    cm, rm = whole.chosen_completion, whole.rejected_completion
 
+    @jax.jit
     def direct(tr):
-        c, r = pair_token_logps(ctx.model, merge_params(tr, frozen), b1, 512)
-        d, _ = dpo_loss(sequence_logps(c, cm), sequence_logps(r, rm), ref_c, ref_r, beta=0.5,
-                        label_smoothing=0.1)
-        x = jnp.mean(jnp.concatenate([0.5 * (sequence_logps(c, cm) - ref_c),
-                                      0.5 * (sequence_logps(r, rm) - ref_r)]))
-        delta = jax.lax.stop_gradient(bco_delta_update(delta0, x).mean)
-        q = jnp.mean(-jax.nn.log_sigmoid(0.5 * (sequence_logps(c, cm) - ref_c) - delta)
-                     - jax.nn.log_sigmoid(-(0.5 * (sequence_logps(r, rm) - ref_r) - delta)))
-        g, _ = sft_loss(c, cm)
-        total = {"mpo": 0.8 * d + 0.2 * q + 1.0 * g, "dpo": d, "sft": g}[loss]
-        return total, delta
+        ref_c, ref_r = pair_token_logps(ctx.model, merge_params(ref, frozen), whole, 512)
+        ref_c, ref_r = sequence_logps(ref_c, cm), sequence_logps(ref_r, rm)
+        c, r = pair_token_logps(ctx.model, merge_params(tr, frozen), whole, 512)
+        dc, dr = beta * (sequence_logps(c, cm) - ref_c), beta * (sequence_logps(r, rm) - ref_r)
+        z = dc - dr
+        pref = jnp.mean(-(1 - ls) * jax.nn.log_sigmoid(z) - ls * jax.nn.log_sigmoid(-z))
+        x = jnp.mean(jnp.concatenate([dc, dr]))
+        delta = jax.lax.stop_gradient(delta0.mean + (x - delta0.mean) / (delta0.count + 1))
+        qual = jnp.mean(-jax.nn.log_sigmoid(dc - delta) - jax.nn.log_sigmoid(-(dr - delta)))
+        gen = -jnp.sum(c * cm) / jnp.sum(cm)
+        return 0.8 * pref + 0.2 * qual + 1.0 * gen, delta
 
     (want_loss, want_delta), grads = jax.value_and_grad(direct, has_aux=True)(trainable)
-    np.testing.assert_allclose(runs[2][3]["loss"], want_loss, rtol=1e-5)
-    # delta is updated exactly once per step, with the whole batch's statistic, in every variant
-    np.testing.assert_allclose(runs[2][2].mean, want_delta, rtol=1e-5)
-    np.testing.assert_allclose(runs[2][2].count, 3.0)
-    want_params = jax.tree.map(lambda p, g: p - g, trainable, grads)
+    np.testing.assert_allclose(m["loss"], want_loss, rtol=1e-5)
+    np.testing.assert_allclose(new_delta.mean, want_delta, rtol=1e-5)
+    assert float(new_delta.count) == 3.0  # one update per optimizer step
+    assert float(m["delta"]) == float(new_delta.mean)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
-                 runs[2][0], want_params)
+                 new_params, jax.tree.map(lambda p, g: p - g, trainable, grads))
 
 
-def test_first_step_has_zero_implicit_rewards(ctx):
-    params = init_params(ctx.model, jax.random.key(2))
-    trainable, frozen = split_params(params, ("adapter",))
-    sgd = optax.sgd(0.1)
-    _, _, delta, m = mpo_update(ctx.model, MPOLossOptions(), sgd, frozen, trainable, trainable,
-                                sgd.init(trainable), bco_delta_init(), _batch(ctx, _pairs(ctx), 2))
-    assert m["rewards_chosen"] == 0.0 and m["rewards_rejected"] == 0.0 and float(delta.mean) == 0.0
-    np.testing.assert_allclose(m["loss_pref"], np.log(2.0), rtol=1e-6)  # -log sigma(0)
-    np.testing.assert_allclose(m["loss_qual"], 2 * np.log(2.0), rtol=1e-6)
+@pytest.mark.parametrize("loss", ["mpo", "dpo", "sft"])
+def test_objective_variants(loss):
+    """The batch objective of each variant is the library loss; all carry the delta."""
+    rng = np.random.default_rng(3)
+    c, r = (jnp.asarray(rng.normal(-1, 0.5, (3, 6)), jnp.float32) for _ in range(2))
+    cm = jnp.asarray([[1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], jnp.float32)
+    rm = jnp.asarray([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0]], jnp.float32)
+    ref_c, ref_r = jnp.asarray([-2.0, -4.0, -5.0]), jnp.asarray([-1.5, -6.0, -2.5])
+    opts = MPOLossOptions(loss=loss, beta=0.2, label_smoothing=0.05)
+    loss_value, (state, metrics) = objective(opts, c, cm, r, rm, ref_c, ref_r, bco_delta_init())
+    want = {"mpo": lambda: mpo_loss(c, cm, r, rm, ref_c, ref_r, bco_delta_init(), beta=0.2,
+                                    label_smoothing=0.05)[0],
+            "dpo": lambda: dpo_loss(sequence_logps(c, cm), sequence_logps(r, rm), ref_c, ref_r,
+                                    beta=0.2, label_smoothing=0.05)[0],
+            "sft": lambda: sft_loss(c, cm)[0]}[loss]()
+    np.testing.assert_allclose(loss_value, want, rtol=1e-6)
+    x = jnp.mean(jnp.concatenate([0.2 * (sequence_logps(c, cm) - ref_c),
+                                  0.2 * (sequence_logps(r, rm) - ref_r)]))
+    np.testing.assert_allclose(state.mean, x, rtol=1e-6)  # first delta == first statistic
+    assert {"loss_pref", "loss_qual", "loss_gen", "rewards_chosen", "rewards_rejected", "margins",
+            "pref_accuracy", "delta"} <= set(metrics)
+    with pytest.raises(ValueError, match="mpo.loss must be one of"):
+        MPOLossOptions(loss="ipo")
 
 
 def test_stage_config_overrides_and_rejects_unknown(ctx):
@@ -153,12 +160,13 @@ def test_stage_config_overrides_and_rejects_unknown(ctx):
 
 
 # ----------------------------------------------------------------------------- trainer
-def _trainer(ctx, workdir):
+def _trainer(ctx, params, workdir):
     cfg = stage_config(ctx.cfg, "mpo")
     cfg.reward.w_rm = 0.0
-    params = init_params(ctx.model, jax.random.key(0))
+    # prompts of one generation bucket (<= 32 tokens): rollouts compile once
+    short = [e for e in ctx.train if len(e.prompt_ids) <= 32]
     return MPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                      train=ctx.train, heldout=ctx.heldout, score=_score, workdir=workdir,
+                      train=short, heldout=ctx.heldout, score=_score, workdir=workdir,
                       log=lambda _: None)
 
 
@@ -169,8 +177,8 @@ def _metrics(workdir):
     return rows
 
 
-def test_resume_mid_round_equals_uninterrupted(ctx, tmp_path):
-    full = _trainer(ctx, str(tmp_path / "full"))
+def test_resume_mid_round_equals_uninterrupted(ctx, params0, tmp_path):
+    full = _trainer(ctx, params0, str(tmp_path / "full"))
     full.run()
     ref = _metrics(str(tmp_path / "full"))
     assert [r["step"] for r in ref] == [1, 2, 3, 4] and [r["round"] for r in ref] == [1, 1, 2, 2]
@@ -178,11 +186,15 @@ def test_resume_mid_round_equals_uninterrupted(ctx, tmp_path):
                 "margins", "pref_accuracy", "delta", "sampled_hallucination_rate", "round_pairs",
                 "round_pairs_at_15", "eval_accuracy"):
         assert key in ref[-1], key
+    # step 1: the reference is the policy, so every implicit reward is exactly 0
+    assert ref[0]["rewards_chosen"] == ref[0]["rewards_rejected"] == ref[0]["delta"] == 0.0
+    np.testing.assert_allclose(ref[0]["loss_pref"], np.log(2.0), rtol=1e-6)  # -log sigma(0)
+    np.testing.assert_allclose(ref[0]["loss_qual"], 2 * np.log(2.0), rtol=1e-6)
     assert ref[1]["delta"] != 0.0  # the policy moved after step 1, so the delta is live
 
     workdir = str(tmp_path / "killed")
-    _trainer(ctx, workdir).run(stop_after=3)  # crash after the first step of round 2
-    resumed = _trainer(ctx, workdir)
+    _trainer(ctx, params0, workdir).run(stop_after=3)  # crash after the first step of round 2
+    resumed = _trainer(ctx, params0, workdir)
     resumed.run()
     assert resumed.step == 4 and resumed.counters["rounds"] == 2
     assert _metrics(workdir) == ref
