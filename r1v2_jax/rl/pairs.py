@@ -33,7 +33,7 @@ from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
 class PreferencePair:
     """One (prompt, chosen, rejected) triple as token ids; completions end with the stop
     token when the response ended normally."""

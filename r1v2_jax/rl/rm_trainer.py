@@ -30,7 +30,7 @@ from r1v2_jax.rl.batching import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.optimizer import make_optimizer
-from r1v2_jax.train.steps import accumulate, apply_update, merged
+from r1v2_jax.train.steps import accumulate, apply_update, cast_tree, merged
 
 
 @jax.tree_util.register_dataclass
@@ -110,11 +110,16 @@ def train_reward_model(rm_cfg, optim_cfg, config: VLMConfig, rm_params,
         raise ValueError(f"rm: {len(pairs)} training pairs, fewer than "
                          f"rm.batch_size={rm_cfg.batch_size}")
     trainable, frozen = split_params(rm_params, rm_trainable_parts(rm_cfg.trainable))
-    trainable = jax.tree.map(jnp.copy, trainable)  # the update donates its input: keep the caller's
+    compute_dtype = None
+    if optim_cfg.get("master_fp32", False):  # fp32 master weights, forward in the param dtype
+        compute_dtype = config.jnp_param_dtype
+        trainable = cast_tree(trainable, jnp.float32)
+    trainable = jax.tree.map(jnp.copy, trainable)  # the update donates it: keep the caller's
     optimizer = make_optimizer(optim_cfg)
     opt_state = optimizer.init(trainable)
     center = float(rm_cfg.center_rewards_coefficient) or None
-    update = make_rm_update(config, optimizer, center_rewards_coefficient=center)
+    update = make_rm_update(config, optimizer, center_rewards_coefficient=center,
+                            compute_dtype=compute_dtype)
     micro = int(rm_cfg.micro_batch_size)
     seq_len = pair_seq_len(pairs)
     max_tiles = max(len(p.example.pixel_values) for p in pairs)
@@ -130,6 +135,8 @@ def train_reward_model(rm_cfg, optim_cfg, config: VLMConfig, rm_params,
         due = step == int(rm_cfg.steps) or (log_every and step % log_every == 0)
         if on_log is not None and due:
             on_log({"step": step, **metrics, "seconds": time.time() - t0})
+    if compute_dtype is not None:
+        trainable = cast_tree(trainable, compute_dtype)
     return merge_params(trainable, frozen), metrics
 
 
