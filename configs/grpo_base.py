@@ -23,6 +23,9 @@ def grpo_recipe():
     c.grpo = ml_collections.ConfigDict(dict(
         loss_type="grpo", eps_low=0.2, eps_high=0.2, dual_clip=None, beta=0.0,
         kl_estimator="k3", kl_bias_correction=False, scale="group", std_ddof=1, adv_eps=1e-4,
+        # track_kl: log `kl` to the reference even with beta = 0 (no gradient; costs a copy
+        # of the trainable part and one more forward per micro-batch)
+        track_kl=True,
         num_iterations=1, mini_batch_size=0, micro_batch_size=8, logprob_chunk=512))
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-6, warmup_steps=10, schedule="constant", total_steps=1000, final_lr_ratio=0.1,

@@ -1,17 +1,22 @@
-"""The demo recipe (`r1v2 demo`): warm start by SFT, then GRPO with the hybrid reward and
-the Selective Sample Buffer, on the synthetic shapes task with the `demo` model."""
+"""The demo recipe (`r1v2 demo`) on the synthetic shapes task with the `demo` model: warm
+start by SFT, the reward model, MPO, then GRPO with the hybrid reward and the Selective
+Sample Buffer (docs/demo.md)."""
 
 import ml_collections
 
 import demo as demo_model
 from grpo_base import grpo_recipe
+from mpo_base import mpo_demo_defaults
 
 
 def get_config():
     c = grpo_recipe()
     c.model = demo_model.model()
     c.demo = ml_collections.ConfigDict(dict(
-        data_seed=0, num_examples=2400, heldout_fraction=0.1, num_heldout=128))
+        data_seed=0, num_examples=2400, heldout_fraction=0.1, num_heldout=128,
+        compare_prompts=64))  # --compare-objectives: prompts sampled once for the shared pairs
+    mpo_stages = mpo_demo_defaults()
+    c.rm, c.mpo = mpo_stages.rm, mpo_stages.mpo
     c.warmstart = ml_collections.ConfigDict(dict(
         steps=100, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
         seed=0))

@@ -69,5 +69,5 @@ def mpo_demo_defaults():
                optim=dict(lr=1e-4, warmup_steps=0, schedule="constant", total_steps=12),
                train=dict(steps=12, trainable="llm+adapter", eval_every=0, checkpoint_every=4,
                           keep_checkpoints=1, progress_bar=False),
-               reward=dict(w_rm=0.5))
+               reward=dict(w_rm=0.5, rm_gate="agree"))
     return ml_collections.ConfigDict(dict(rm=rm, mpo=mpo))

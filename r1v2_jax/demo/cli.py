@@ -13,6 +13,8 @@ def register(subparsers) -> None:
     p.add_argument("--stages", default=None, help="comma-separated subset of the stages, in order")
     p.add_argument("--no-ssb", action="store_true", help="run GRPO without the Selective Sample Buffer only")
     p.add_argument("--no-compare", action="store_true", help="skip the GRPO run without SSB")
+    p.add_argument("--compare-objectives", action="store_true",
+                   help="also train MPO, DPO and SFT on the same pairs (the paper's Table 3)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. config.train.steps=10")
     p.set_defaults(func=main)
 
@@ -32,5 +34,6 @@ def main(args) -> int:
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; stages are {STAGES}")
     run_demo(cfg, args.out, stages=stages, with_ssb=not args.no_ssb,
-             compare_no_ssb=not args.no_compare and not args.no_ssb)
+             compare_no_ssb=not args.no_compare and not args.no_ssb,
+             compare_objectives=args.compare_objectives)
     return 0

@@ -4,8 +4,13 @@ Stages, in the paper's order (`--stages` picks a subset, in this order):
   warmstart  supervised training on synthetic reasoning traces. It stands in for the
              pretrained reasoning LM and vision encoder that R1V2 starts from (there are
              no pretrained weights here; nothing is downloaded);
+  rm         the reward model (policy backbone + value head), Bradley-Terry on correct vs
+             corrupted traces; held-out ranking accuracy;
+  mpo        iterated MPO on the policy's own samples, paired by the hybrid reward (rule +
+             format + the calibrated reward model);
   grpo       GRPO with the hybrid reward and the Selective Sample Buffer, and the same run
              without the buffer (`--no-ssb` runs only that one) for the paper's Table 2.
+`compare_objectives` adds the paper's Table 3: MPO, DPO and SFT on the same pairs.
 Every stage writes metrics to <out>/<stage>/metrics.jsonl (+ TensorBoard); the summary
 table goes to <out>/summary.md and the plots to <out>/*.png.
 """
@@ -20,7 +25,6 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
-import numpy as np
 
 from r1v2_jax.data import synthetic
 from r1v2_jax.data.image import TilingConfig
@@ -35,7 +39,7 @@ from r1v2_jax.train.metrics import MetricsWriter
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.sft import make_sft_update, sft_batch
 
-STAGES = ("warmstart", "grpo")
+STAGES = ("warmstart", "rm", "mpo", "grpo")
 
 
 @dataclasses.dataclass
@@ -122,14 +126,16 @@ def eval_params(ctx: DemoContext, params) -> dict[str, float]:
                     batch_size=int(ctx.cfg.rollout.eval_batch_size), score=ctx.score)
 
 
-def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool, steps: int | None = None):
+def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool, steps: int | None = None,
+             score: Callable | None = None):
+    """GRPO from `params`; `score` defaults to the rule + format reward (ctx.score)."""
     from r1v2_jax.rl.grpo_trainer import GRPOTrainer
 
     cfg = ml_collections.ConfigDict(ctx.cfg.to_dict())
     cfg.ssb.enabled = ssb
     name = "grpo" if ssb else "grpo_no_ssb"
     trainer = GRPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                          train=ctx.train, heldout=ctx.heldout, score=ctx.score,
+                          train=ctx.train, heldout=ctx.heldout, score=score or ctx.score,
                           workdir=stage_dir, stage=name, log=ctx.log)
     t0 = time.time()
     trainer.run(steps)
@@ -140,22 +146,41 @@ def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool, steps: int 
 
 
 def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_ssb: bool = True,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             compare_objectives: bool = False, log: Callable[[str], None] = print
+             ) -> dict[str, Any]:
+    from r1v2_jax.demo import stages_mpo
+    from r1v2_jax.rl.rewards import Calibration
+
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
     ctx = build_context(cfg, out, log)
-    log(f"demo: {len(ctx.train)} train / {len(ctx.heldout)} held-out prompts, "
-        f"model {sum(x.size for x in jax.tree.leaves(init_params(ctx.model, jax.random.key(0)))) / 1e6:.1f}M params")
     params = init_params(ctx.model, jax.random.key(int(cfg.train.seed)))
+    log(f"demo: {len(ctx.train)} train / {len(ctx.heldout)} held-out prompts, model "
+        f"{sum(x.size for x in jax.tree.leaves(params)) / 1e6:.1f}M params, stages "
+        f"{', '.join(stages)}")
     results: dict[str, Any] = {"start": eval_params(ctx, params)}
     if "warmstart" in stages:
         params, results["warmstart"] = run_warmstart(ctx, params, os.path.join(out, "warmstart"))
+    rm = calibration = None
+    if "rm" in stages:
+        rm, results["rm"] = stages_mpo.run_reward_model_stage(ctx, params, os.path.join(out, "rm"))
+        calibration = Calibration(results["rm"]["rm_calibration_mean"],
+                                  results["rm"]["rm_calibration_std"],
+                                  int(results["rm"]["rm_calibration_count"]))
+    if compare_objectives:
+        results["compare"] = stages_mpo.run_objective_comparison(
+            ctx, params, os.path.join(out, "compare"), rm=rm, rm_calibration=calibration)
+    if "mpo" in stages:
+        params, results["mpo"] = stages_mpo.run_mpo_stage(
+            ctx, params, os.path.join(out, "mpo"), rm=rm, rm_calibration=calibration)
     if "grpo" in stages:
-        if with_ssb:
-            _, results["grpo"] = run_grpo(ctx, params, os.path.join(out, "grpo"), ssb=True)
-        if compare_no_ssb or not with_ssb:
-            _, results["grpo_no_ssb"] = run_grpo(ctx, params, os.path.join(out, "grpo_no_ssb"),
-                                                 ssb=False)
+        reward = ml_collections.ConfigDict(cfg.reward.to_dict())
+        score = stages_mpo.hybrid_scorer(ctx, reward, rm, calibration, stage="grpo")
+        runs = ([True] if with_ssb else []) + ([False] if compare_no_ssb or not with_ssb else [])
+        for ssb in runs:
+            name = "grpo" if ssb else "grpo_no_ssb"
+            _, results[name] = run_grpo(ctx, params, os.path.join(out, name), ssb=ssb,
+                                        score=score)
     results["seconds"] = time.time() - t0
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

@@ -7,9 +7,9 @@ from typing import Any, Callable
 
 from r1v2_jax.train.metrics import read_metrics
 
-ROWS = (("start", "random init"), ("warmstart", "warm start (SFT)"), ("rm", "reward model"),
-        ("mpo", "MPO"), ("dpo", "DPO (same pairs)"), ("sft_pairs", "SFT (same pairs)"),
+ROWS = (("start", "random init"), ("warmstart", "warm start (SFT)"), ("mpo", "MPO"),
         ("grpo", "GRPO + SSB"), ("grpo_no_ssb", "GRPO, no SSB"))
+OBJECTIVES = (("mpo", "MPO"), ("dpo", "DPO"), ("sft", "SFT"))
 
 
 def _mean(xs):
@@ -31,6 +31,33 @@ def summary_table(out: str, results: dict[str, Any]) -> str:
             rep = f"{_mean([m.get('replay_ratio', 0.0) for m in steps]):.2f}"
         lines.append(f"| {label} | {r['eval_accuracy']:.3f} | {r['eval_format_rate']:.3f} | "
                      f"{r['eval_hallucination_rate']:.3f} | {eff} | {rep} |")
+    return "\n".join(lines)
+
+
+def reward_model_line(results: dict[str, Any]) -> str:
+    rm = results.get("rm")
+    if not rm:
+        return ""
+    kinds = ", ".join(f"{k[len('rm_heldout_accuracy_'):]} {v:.2f}" for k, v in sorted(rm.items())
+                      if k.startswith("rm_heldout_accuracy_"))
+    return (f"Reward model: held-out pair ranking accuracy {rm['rm_heldout_pair_accuracy']:.3f} "
+            f"(by corruption: {kinds}).")
+
+
+def objectives_table(results: dict[str, Any]) -> str:
+    """The paper's Table 3 at toy scale: each objective trained on the same pairs."""
+    cmp = results.get("compare")
+    if not cmp:
+        return ""
+    start = results.get("warmstart") or results.get("start")
+    lines = [f"Objectives on the same {cmp['pairs']} pairs (from the warm-start policy):", "",
+             "| objective | held-out accuracy | format rate | hallucination rate |",
+             "|---|---|---|---|"]
+    rows = ([("none (warm start)", start)] if start else []) + [
+        (label, cmp[key]) for key, label in OBJECTIVES if key in cmp]
+    for label, r in rows:
+        lines.append(f"| {label} | {r['eval_accuracy']:.3f} | {r['eval_format_rate']:.3f} | "
+                     f"{r['eval_hallucination_rate']:.3f} |")
     return "\n".join(lines)
 
 
@@ -67,7 +94,8 @@ def plot_runs(out: str) -> list[str]:
 
 
 def write_report(out: str, results: dict[str, Any], log: Callable[[str], None] = print) -> str:
-    table = summary_table(out, results)
+    table = "\n\n".join(x for x in (summary_table(out, results), reward_model_line(results),
+                                     objectives_table(results)) if x)
     plots = plot_runs(out)
     text = "# r1v2 demo summary\n\n" + table + "\n\n" + "\n".join(f"![]({os.path.basename(p)})" for p in plots) + \
         f"\n\nTotal time: {results.get('seconds', 0):.0f} s\n"

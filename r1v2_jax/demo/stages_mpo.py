@@ -181,14 +181,54 @@ def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
     return rm_params, metrics
 
 
+def hybrid_scorer(ctx: DemoContext, reward_cfg, rm=None,
+                  rm_calibration: Calibration | None = None, *, stage: str):
+    """The batch scorer of `reward_cfg` (rule + format + reward model when `rm` params are
+    given and reward.w_rm != 0). Without a reward model, w_rm is set to 0 in `reward_cfg`
+    (logged). The RM calibration is recomputed on the RM stage's pairs unless given."""
+    from r1v2_jax.rl.scoring import make_scorer
+
+    if rm is None or float(reward_cfg.w_rm) == 0.0:
+        if float(reward_cfg.w_rm) != 0.0:
+            ctx.log(f"[{stage}] no reward model given: reward.w_rm {reward_cfg.w_rm} -> 0")
+            reward_cfg.w_rm = 0.0
+        return ctx.score
+    n = int(ctx.cfg.rm.num_calibration)  # the RM stage's calibration pairs (same seed)
+    pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
+                                  corruptions=tuple(ctx.cfg.rm.corruptions),
+                                  seed=int(ctx.cfg.rm.seed))
+    scorer = rm_scorer(ctx, rm, tuple(pairs))
+    if rm_calibration is None:
+        rm_calibration = calibration_of(scorer, pairs)
+    return make_scorer(reward_cfg, reward_model=scorer, calibration=rm_calibration, log=ctx.log)
+
+
+def _mpo_trainer(ctx: DemoContext, cfg, params, stage_dir: str, name: str, score,
+                 offline_pairs=()):
+    from r1v2_jax.rl.mpo_trainer import MPOTrainer
+
+    return MPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                      train=ctx.train, heldout=ctx.heldout, score=score, workdir=stage_dir,
+                      stage=name, log=ctx.log, offline_pairs=offline_pairs)
+
+
+def _train_and_report(trainer, name: str, log) -> dict:
+    t0 = time.time()
+    last = trainer.run()
+    final = {k: v for k, v in last.items() if k.startswith("eval_")} or trainer.evaluate()
+    log(f"[{name}] {trainer.step} steps in {time.time() - t0:.0f}s: accuracy "
+        f"{final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}, "
+        f"hallucination {final['eval_hallucination_rate']:.3f}")
+    return final
+
+
 def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo", rm=None,
                   rm_calibration: Calibration | None = None):
-    """Iterated MPO (loss "mpo"), or DPO / SFT on the same pairs ("dpo" / "sft"), from
+    """Iterated MPO (loss "mpo"), or DPO / SFT on the same pipeline ("dpo" / "sft"), from
     `params`. rm: reward-model params (from `run_reward_model_stage`) scoring samples in the
-    hybrid reward with weight mpo.reward.w_rm; its calibration is recomputed on synthetic
-    pairs unless given. Returns (params, eval metrics of the final policy)."""
-    from r1v2_jax.rl.mpo_trainer import MPOTrainer, stage_config
-    from r1v2_jax.rl.scoring import make_scorer
+    hybrid reward with weight mpo.reward.w_rm. Returns (params, eval metrics of the final
+    policy)."""
+    from r1v2_jax.rl.mpo_trainer import stage_config
 
     if loss not in STAGE_NAMES:
         raise ValueError(f"run_mpo_stage: loss must be one of {sorted(STAGE_NAMES)}, "
@@ -196,28 +236,44 @@ def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo"
     name = STAGE_NAMES[loss]
     cfg = stage_config(ctx.cfg, "mpo")
     cfg.mpo.loss = loss
-    score = ctx.score
-    if rm is not None:
-        # the RM stage's calibration pairs (same seed): recomputes its calibration if needed
-        n = int(ctx.cfg.rm.num_calibration)
-        pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
-                                      corruptions=tuple(ctx.cfg.rm.corruptions),
-                                      seed=int(ctx.cfg.rm.seed))
-        scorer = rm_scorer(ctx, rm, tuple(pairs))
-        if rm_calibration is None:
-            rm_calibration = calibration_of(scorer, pairs)
-        score = make_scorer(cfg.reward, reward_model=scorer, calibration=rm_calibration,
-                            log=ctx.log)
-    elif float(cfg.reward.w_rm) != 0.0:
-        ctx.log(f"[{name}] no reward model given: reward.w_rm {cfg.reward.w_rm} -> 0")
-        cfg.reward.w_rm = 0.0
-    trainer = MPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                         train=ctx.train, heldout=ctx.heldout, score=score, workdir=stage_dir,
-                         stage=name, log=ctx.log)
-    t0 = time.time()
-    last = trainer.run()
-    final = {k: v for k, v in last.items() if k.startswith("eval_")} or trainer.evaluate()
-    ctx.log(f"[{name}] {trainer.step} steps in {time.time() - t0:.0f}s: accuracy "
-            f"{final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}, "
-            f"hallucination {final['eval_hallucination_rate']:.3f}")
+    score = hybrid_scorer(ctx, cfg.reward, rm, rm_calibration, stage=name)
+    trainer = _mpo_trainer(ctx, cfg, params, stage_dir, name, score)
+    final = _train_and_report(trainer, name, ctx.log)
     return trainer.params(), final
+
+
+def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *, rm=None,
+                             rm_calibration: Calibration | None = None) -> dict:
+    """The paper's Table 3 at toy scale: MPO, DPO and SFT trained from `params` on the same
+    fixed pairs (one sampling pass of `demo.compare_prompts` prompts with `params`, scored
+    like the MPO stage), same steps, optimizer and seed. Returns {loss: eval metrics} plus
+    "pairs": how many pairs the set holds."""
+    from r1v2_jax.rl.mpo_trainer import stage_config
+    from r1v2_jax.rl.pairs import hybrid_reward_range, sample_pairs
+    from r1v2_jax.rl.rollout import SamplingOptions
+
+    base = stage_config(ctx.cfg, "mpo")
+    m = base.mpo
+    score = hybrid_scorer(ctx, base.reward, rm, rm_calibration, stage="compare")
+    options = SamplingOptions(int(m.num_samples), int(base.rollout.max_new_tokens),
+                              float(m.temperature), float(m.top_p), int(m.top_k))
+    prompts = ctx.train[:int(ctx.cfg.demo.compare_prompts)]
+    score_range = (tuple(float(x) for x in m.score_range) if len(m.score_range)
+                   else hybrid_reward_range(base.reward))
+    pairs, stats = sample_pairs(ctx.model, params, prompts, options, tokenizer=ctx.tokenizer,
+                                prompt=ctx.prompt, seed=int(base.train.seed), policy_version=0,
+                                score=score, score_range=score_range, threshold=float(m.threshold),
+                                scale=float(m.score_scale))
+    if not pairs:
+        raise RuntimeError(f"compare: no pair from {len(prompts)} prompts at mpo.threshold="
+                           f"{m.threshold}")
+    ctx.log(f"[compare] {len(pairs)} pairs from {len(prompts)} prompts; training MPO, DPO "
+            f"and SFT on them")
+    results: dict = {"pairs": len(pairs), "pair_stats": stats.as_dict()}
+    for loss in ("mpo", "dpo", "sft"):
+        cfg = ml_collections.ConfigDict(base.to_dict())
+        cfg.mpo.update(loss=loss, prompts_per_round=0)
+        trainer = _mpo_trainer(ctx, cfg, params, os.path.join(out_dir, loss), f"compare_{loss}",
+                               score, offline_pairs=pairs)
+        results[loss] = _train_and_report(trainer, f"compare_{loss}", ctx.log)
+    return results

@@ -55,6 +55,7 @@ class GRPOLossOptions:
     beta: float = 0.0
     kl_estimator: str = "k3"
     kl_bias_correction: bool = False
+    track_kl: bool = False  # compute the `kl` metric even when beta == 0 (no gradient)
     max_completion_length: int | None = None
     temperature: float = 1.0
     use_old_logps: bool = True
@@ -75,7 +76,7 @@ def grpo_terms(config: VLMConfig, opts: GRPOLossOptions, frozen, ref_trainable, 
     logps = sequence_token_logps(config, params, mb.input_ids, mb.attention_mask, mb.pixel_values,
                                  temperature=opts.temperature, chunk_size=opts.logprob_chunk)
     ref_logps = None
-    if opts.beta != 0.0:
+    if opts.beta != 0.0 or opts.track_kl:
         ref_params = merged(ref_trainable, frozen, compute_dtype)
         ref_logps = jax.lax.stop_gradient(sequence_token_logps(
             config, ref_params, mb.input_ids, mb.attention_mask, mb.pixel_values,

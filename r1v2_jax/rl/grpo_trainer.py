@@ -100,7 +100,8 @@ class GRPOTrainer:
             self.compute_dtype = model_config.jnp_param_dtype
             trainable = cast_tree(trainable, jnp.float32)
         # The reference policy shares every frozen parameter; only the trainable part is copied.
-        self.ref_trainable = jax.tree.map(jnp.copy, trainable) if g.beta else trainable
+        keep_ref = g.beta or g.get("track_kl", False)
+        self.ref_trainable = jax.tree.map(jnp.copy, trainable) if keep_ref else trainable
         self.trainable = trainable
         optim_items = tuple(sorted(cfg.optim.to_dict().items()))
         self.optimizer = _optimizer(optim_items)

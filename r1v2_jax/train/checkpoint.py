@@ -6,7 +6,8 @@ A checkpoint holds two items:
          restored straight into the shardings of a template;
   host   JSON: data position, SSB buffer, anything host-side (numpy arrays encoded).
 orbax writes into a temporary folder and renames it when complete, so a run killed during a
-write resumes from the previous checkpoint.
+write resumes from the previous checkpoint. `directory` may be local or a bucket
+(`gs://...`): every process of a multi-host run calls save/restore with the same folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 def _encode(obj: Any) -> Any:
@@ -49,7 +51,10 @@ class Checkpointer:
         self.save_every = int(save_every)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(keep), enable_async_checkpointing=async_save, create=True)
-        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+        path = epath.Path(directory)
+        if "://" not in str(directory):  # orbax wants absolute local paths; buckets as given
+            path = epath.Path(os.path.abspath(directory))
+        self.manager = ocp.CheckpointManager(path, options=options,
                                              item_names=("state", "host"))
 
     def latest_step(self) -> int | None:

@@ -8,8 +8,6 @@ the newest checkpoint in the work folder.
 
 from __future__ import annotations
 
-import os
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a recipe (GRPO or MPO) from a config file")
@@ -69,14 +67,17 @@ def load_examples(cfg, config, tokenizer, path: str, limit: int | None = None):
 
 
 def main(args) -> int:
+    from etils import epath
+
     from r1v2_jax.train import distributed
 
     distributed.initialize(coordinator=args.coordinator, num_processes=args.num_processes,
                            process_id=args.process_id)
     cfg = load_recipe(args.config, args.overrides)
-    os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=2))
+    if distributed.is_main_process():  # the work folder may be a bucket (gs://...)
+        workdir = epath.Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     if cfg.stage == "grpo":
         return run_grpo_recipe(cfg, args.workdir)
     if cfg.stage == "mpo":

@@ -1,4 +1,8 @@
-"""Per-step metrics to `metrics.jsonl` and TensorBoard event files (process 0 only)."""
+"""Per-step metrics to `metrics.jsonl` and TensorBoard event files (process 0 only).
+
+The work folder may be local or a bucket (`gs://...`, through etils.epath as orbax uses):
+object stores cannot append, so there the whole file is rewritten on each write (metrics
+files are small: one short line per step)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from etils import epath
 
 
 def to_python(value: Any) -> Any:
@@ -19,39 +24,51 @@ def to_python(value: Any) -> Any:
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None,
+                 append: bool | None = None):
+        """append: whether the store can append to a file (default: local paths only)."""
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self._remote = ("://" in str(workdir)) if append is None else not append
+        self._lines: list[str] = []  # the whole file, kept for object stores only
         self._tb = None
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
             self._truncate_after(resume_step)
+        elif self._remote and self.path.exists():
+            self._lines = self.path.read_text().splitlines(keepends=True)
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
 
     def _truncate_after(self, step: int) -> None:
         """Drops lines written after the checkpoint we resume from, so the resumed run's
         metrics file equals an uninterrupted run's."""
-        if not os.path.exists(self.path):
+        if not self.path.exists():
             return
-        keep = []
-        with open(self.path) as f:
-            for line in f:
-                if line.strip() and json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-        with open(self.path + ".tmp", "w") as f:
-            f.writelines(keep)
-        os.replace(self.path + ".tmp", self.path)
+        keep = [line for line in self.path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        if self._remote:
+            self._lines = keep
+            self.path.write_text("".join(keep))
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(keep))
+        os.replace(tmp, self.path)
 
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         record = {k: to_python(v) for k, v in record.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        line = json.dumps(record, sort_keys=True) + "\n"
+        if self._remote:
+            self._lines.append(line)
+            self.path.write_text("".join(self._lines))
+        else:
+            with open(self.path, "a") as f:
+                f.write(line)
         if self._tb is not None:
             step = int(record.get("step", 0))
             stage = record.get("stage", "train")
@@ -66,6 +83,5 @@ class MetricsWriter:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = (epath.Path(workdir) / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

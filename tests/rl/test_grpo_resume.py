@@ -84,3 +84,20 @@ def test_resume_ignores_a_half_written_checkpoint(ctx, reference, tmp_path):
     assert _metrics(workdir) == ref_metrics
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, resumed.trainable),
                  ref_params)
+
+
+REQUIRED = ("step", "stage", "reward_mean", "accuracy", "format_rate", "effective_ratio_fresh",
+            "effective_ratio_batch", "replay_ratio", "kl", "clip_frac", "response_len_mean",
+            "hallucination_rate", "seconds")
+
+
+def test_every_step_logs_the_required_metrics(reference):
+    _, _, trainer = reference
+    rows = [json.loads(l) for l in open(os.path.join(trainer.workdir, "metrics.jsonl"))]
+    steps = [r for r in rows if r["step"] > 0]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    for r in steps:
+        assert set(REQUIRED) <= set(r), sorted(set(REQUIRED) - set(r))
+    # held-out evaluation at the start, every train.eval_every=2 steps and at the end
+    assert [r["step"] for r in rows if "eval_accuracy" in r] == [0, 2, 4]
+    assert all(r["kl"] >= 0.0 for r in steps)  # k3; its value: tests/rl/test_grpo_step.py

@@ -1,0 +1,44 @@
+"""The jitted GRPO update's KL tracking: with beta = 0 and `track_kl`, the `kl` metric is
+the k3 estimate against the reference policy, and the update is exactly the untracked one."""
+
+import jax
+import numpy as np
+import pytest
+
+from r1v2_jax.models import init_params
+from r1v2_jax.rl.grpo_step import make_grpo_update, make_score_fn
+from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
+from tests.sharding import grpo_fixture as fx
+
+
+def test_track_kl_measures_without_penalising():
+    config = fx.tiny_config()
+    params = init_params(config, jax.random.key(0))
+    parts = trainable_parts("llm+adapter")
+    trainable, frozen = split_params(params, parts)
+    # the reference: another trainable part, sharing the frozen vision encoder
+    ref_trainable = jax.tree.map(lambda x: x * 1.05, trainable)
+    moved = merge_params(ref_trainable, frozen)
+    batch = fx.host_batch(config, num_micro=1, micro=4, seq=24)
+    score = make_score_fn(config, 1.0, chunk=8)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    logps = np.asarray(score(params, flat(batch.input_ids), flat(batch.attention_mask),
+                             flat(batch.pixel_values)))
+    ref = np.asarray(score(moved, flat(batch.input_ids), flat(batch.attention_mask),
+                           flat(batch.pixel_values)))
+    batch.old_logps = logps.reshape(batch.old_logps.shape)
+    mask = flat(batch.completion_mask) > 0
+    d = (ref - logps)[mask]
+    k3 = float(np.mean(np.exp(d) - d - 1.0))  # per-token mean over completion tokens
+    assert k3 > 1e-4
+
+    opt = fx.optimizer()
+    runs = {}
+    for track in (False, True):
+        update = make_grpo_update(config, fx.loss_options(beta=0.0, track_kl=track), opt,
+                                  donate=False)
+        runs[track] = update(frozen, ref_trainable, trainable, opt.init(trainable), batch)
+    assert "kl" not in runs[False][2]
+    assert float(runs[True][2]["kl"]) == pytest.approx(k3, rel=1e-4)
+    assert float(runs[True][2]["loss"]) == float(runs[False][2]["loss"])
+    jax.tree.map(np.testing.assert_array_equal, runs[True][0], runs[False][0])
