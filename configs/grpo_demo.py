@@ -20,10 +20,13 @@ def get_config():
     c.warmstart = ml_collections.ConfigDict(dict(
         steps=100, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
         seed=0))
-    c.rollout.update(prompts_per_step=8, num_generations=8, max_new_tokens=48, temperature=1.0,
+    c.rm.update(steps=100)  # ~1 min; held-out ranking >= 0.9 needs about two epochs
+    c.rollout.update(prompts_per_step=16, num_generations=8, max_new_tokens=48, temperature=1.0,
                      eval_batch_size=64)
+    # the hybrid reward: rule accuracy + 0.5 format + 0.5 calibrated reward model ("agree")
+    c.reward.update(w_rm=0.5)
     c.grpo.update(micro_batch_size=32, mini_batch_size=0, beta=0.0, eps_high=0.28)
-    c.optim.update(lr=3e-4, warmup_steps=3, schedule="constant", total_steps=40)
-    c.train.update(steps=40, trainable="llm+adapter", eval_every=20, checkpoint_every=20,
+    c.optim.update(lr=3e-4, warmup_steps=5, schedule="cosine", total_steps=80)
+    c.train.update(steps=80, trainable="llm+adapter", eval_every=20, checkpoint_every=40,
                    keep_checkpoints=2, progress_bar=True)
     return c

@@ -51,7 +51,7 @@ class DemoContext:
     train: list[PromptExample]
     heldout: list[PromptExample]
     train_raw: list
-    score: Callable
+    score: Callable  # rule + format reward (no reward model): evaluation and defaults
     out: str
     log: Callable[[str], None]
 
@@ -77,8 +77,10 @@ def build_context(cfg, out: str, log: Callable[[str], None] = print) -> DemoCont
     heldout_raw = list(data.heldout[:int(d.num_heldout)])
     train = from_synthetic_many(data.train, tok, tiling, prompt)
     heldout = from_synthetic_many(heldout_raw, tok, tiling, prompt, uid_offset=10**6)
+    rule_reward = ml_collections.ConfigDict(cfg.reward.to_dict())
+    rule_reward.w_rm = 0.0  # the reward model joins per stage (stages_mpo.hybrid_scorer)
     return DemoContext(cfg, model, tok, prompt, train, heldout, list(data.train),
-                       make_scorer(cfg.reward), out, log)
+                       make_scorer(rule_reward), out, log)
 
 
 def run_warmstart(ctx: DemoContext, params, stage_dir: str):
