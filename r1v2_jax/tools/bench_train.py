@@ -122,8 +122,10 @@ def jax_train_step(config, params, ids, pixels, mask, lr: float):
 
 def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 8,
                      seq_len: int = 512, warmup: int = 2, iters: int = 5, seed: int = 0,
-                     lr: float = 1e-4) -> dict:
-    """Runs both sides; returns the figures (prints nothing)."""
+                     lr: float = 1e-4, remat_policy: str = "dots_with_no_batch_dims") -> dict:
+    """Runs both sides; returns the figures (prints nothing). remat_policy: the JAX side's
+    `VLMConfig.remat_policy` (the default recomputes attention instead of storing its
+    [T, T] probabilities: the fastest on CPU; PyTorch keeps every activation)."""
     import jax
     import torch
 
@@ -135,6 +137,7 @@ def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         config, params = load_hf(folder, dtype="float32")
+    config = config.replace(remat_policy=remat_policy)
     ids, pixels, mask = make_batch(spec, batch, seq_len, seed)
 
     step, state = jax_train_step(config, params, ids, pixels, mask, lr)
@@ -172,6 +175,7 @@ def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 
     flops = train_step_flops(config, batch, seq_len, batch, ("vision", "adapter", "text"))
     return {
         "model": dataclasses.asdict(spec), "batch": batch, "seq_len": seq_len,
+        "remat_policy": remat_policy,
         "params": int(sum(p.numel() for p in model.parameters())),
         "threads": torch.get_num_threads(), "device": jax.devices()[0].device_kind,
         "jax_step_s": jax_s, "torch_step_s": torch_s, "speedup": torch_s / jax_s,
