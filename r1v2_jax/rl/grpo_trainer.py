@@ -33,6 +33,7 @@ from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
 from r1v2_jax.rl import ssb as ssb_lib
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
+from r1v2_jax.train.loop import run_steps
 from r1v2_jax.train.metrics import MetricsWriter
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
@@ -174,32 +175,7 @@ class GRPOTrainer:
         """Trains to `steps` (default cfg.train.steps), resuming if a checkpoint exists.
         `stop_after` simulates a crash after that many steps of this call (tests)."""
         steps = int(self.cfg.train.steps if steps is None else steps)
-        resumed = self.maybe_resume()
-        own_writer = metrics is None
-        metrics = metrics or MetricsWriter(self.workdir, resume_step=self.step if resumed else None)
-        if self.step == 0:
-            metrics.write({"step": 0, "stage": self.stage, **self.evaluate()})
-        done = 0
-        from tqdm import tqdm
-        bar = tqdm(total=steps, initial=self.step, desc=self.stage, leave=False,
-                   disable=not self.cfg.train.progress_bar)
-        while self.step < steps:
-            record = self.train_step()
-            every = int(self.cfg.train.eval_every)
-            if self.step == steps or (every and self.step % every == 0):
-                record.update(self.evaluate())
-            metrics.write(record)
-            if self.ckpt.should_save(self.step) or self.step == steps:
-                self.save(force=self.step == steps)
-            bar.update(1)
-            done += 1
-            if stop_after is not None and done >= stop_after:
-                break
-        bar.close()
-        self.ckpt.wait()
-        if own_writer:
-            metrics.close()
-        return record if done else {}
+        return run_steps(self, steps, metrics=metrics, stop_after=stop_after)
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.time()

@@ -41,6 +41,7 @@ from r1v2_jax.rl.pairs import PreferencePair, hybrid_reward_range, pair_seq_len,
 from r1v2_jax.rl.rollout import SamplingOptions
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
+from r1v2_jax.train.loop import run_steps
 from r1v2_jax.train.metrics import MetricsWriter
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
@@ -214,27 +215,8 @@ class MPOTrainer:
         """Trains to `steps` (default train.steps), resuming from the newest checkpoint.
         `stop_after` simulates a crash after that many steps of this call (tests)."""
         steps = int(self.cfg.train.steps if steps is None else steps)
-        resumed = self.maybe_resume()
-        own_writer = metrics is None
-        metrics = metrics or MetricsWriter(self.workdir, resume_step=self.step if resumed else None)
-        if self.step == 0 and self.cfg.mpo.eval_at_start:
-            metrics.write({"step": 0, "stage": self.stage, **self.evaluate()})
-        done, record = 0, {}
-        every = int(self.cfg.train.eval_every)
-        while self.step < steps:
-            record = self.train_step()
-            if self.step == steps or (every and self.step % every == 0):
-                record.update(self.evaluate())
-            metrics.write(record)
-            if self.ckpt.should_save(self.step) or self.step == steps:
-                self.save(force=self.step == steps)
-            done += 1
-            if stop_after is not None and done >= stop_after:
-                break
-        self.ckpt.wait()
-        if own_writer:
-            metrics.close()
-        return record
+        return run_steps(self, steps, metrics=metrics, stop_after=stop_after,
+                         eval_at_start=bool(self.cfg.mpo.eval_at_start))
 
     def _new_round(self) -> None:
         """Samples prompt batches until the pool (with the offline pairs) holds
