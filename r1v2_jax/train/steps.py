@@ -80,7 +80,7 @@ def apply_update(optimizer: optax.GradientTransformation, trainable, opt_state, 
     updates, new_state = optimizer.update(grads_cast, opt_state, trainable)
     new_params = optax.apply_updates(trainable, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    metrics = {"grad_norm": optax.global_norm(safe_grads), "skipped": 1.0 - finite.astype(jnp.float32)}
+    metrics = {"grad_norm": optax.tree.norm(safe_grads), "skipped": 1.0 - finite.astype(jnp.float32)}
     return keep(new_params, trainable), keep(new_state, opt_state), metrics
 
 
