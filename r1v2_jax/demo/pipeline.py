@@ -163,21 +163,22 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
     results: dict[str, Any] = {"start": eval_params(ctx, params)}
     if "warmstart" in stages:
         params, results["warmstart"] = run_warmstart(ctx, params, os.path.join(out, "warmstart"))
-    rm = calibration = None
+    rm = None
     if "rm" in stages:
-        rm, results["rm"] = stages_mpo.run_reward_model_stage(ctx, params, os.path.join(out, "rm"))
-        calibration = Calibration(results["rm"]["rm_calibration_mean"],
-                                  results["rm"]["rm_calibration_std"],
-                                  int(results["rm"]["rm_calibration_count"]))
+        rm_params, results["rm"] = stages_mpo.run_reward_model_stage(ctx, params,
+                                                                     os.path.join(out, "rm"))
+        r = results["rm"]
+        rm = stages_mpo.serve_reward_model(ctx, rm_params, Calibration(
+            r["rm_calibration_mean"], r["rm_calibration_std"], int(r["rm_calibration_count"])))
     if compare_objectives:
         results["compare"] = stages_mpo.run_objective_comparison(
-            ctx, params, os.path.join(out, "compare"), rm=rm, rm_calibration=calibration)
+            ctx, params, os.path.join(out, "compare"), rm=rm)
     if "mpo" in stages:
-        params, results["mpo"] = stages_mpo.run_mpo_stage(
-            ctx, params, os.path.join(out, "mpo"), rm=rm, rm_calibration=calibration)
+        params, results["mpo"] = stages_mpo.run_mpo_stage(ctx, params, os.path.join(out, "mpo"),
+                                                          rm=rm)
     if "grpo" in stages:
         reward = ml_collections.ConfigDict(cfg.reward.to_dict())
-        score = stages_mpo.hybrid_scorer(ctx, reward, rm, calibration, stage="grpo")
+        score = stages_mpo.hybrid_scorer(ctx, reward, rm, stage="grpo")
         runs = ([True] if with_ssb else []) + ([False] if compare_no_ssb or not with_ssb else [])
         for ssb in runs:
             name = "grpo" if ssb else "grpo_no_ssb"

@@ -136,7 +136,7 @@ def calibration_of(scorer: JaxRewardModelScorer, pairs: list[PreferencePair]) ->
 def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
     """Trains the reward model from the policy `params`; returns (rm_params, metrics) with
     metrics: rm_heldout_pair_accuracy (+ per corruption kind), rm_train_*, rm_calibration_*
-    (pass `Calibration(mean, std, count)` of these to `run_mpo_stage`)."""
+    (pass `Calibration(mean, std, count)` of these to `serve_reward_model`)."""
     cfg, rm = ctx.cfg, ctx.cfg.rm
     t0 = time.time()
     n, kinds = int(rm.num_train_pairs), tuple(rm.corruptions)
@@ -181,11 +181,32 @@ def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
     return rm_params, metrics
 
 
-def hybrid_scorer(ctx: DemoContext, reward_cfg, rm=None,
-                  rm_calibration: Calibration | None = None, *, stage: str):
-    """The batch scorer of `reward_cfg` (rule + format + reward model when `rm` params are
-    given and reward.w_rm != 0). Without a reward model, w_rm is set to 0 in `reward_cfg`
-    (logged). The RM calibration is recomputed on the RM stage's pairs unless given."""
+@dataclasses.dataclass(frozen=True)
+class RewardModelServing:
+    """A trained reward model ready for the hybrid reward: its scorer and calibration."""
+
+    scorer: JaxRewardModelScorer
+    calibration: Calibration
+
+
+def serve_reward_model(ctx: DemoContext, rm_params,
+                       calibration: Calibration | None = None) -> RewardModelServing:
+    """Builds the RM scorer once for every later stage. Its rows fit any policy sample and
+    the RM stage's calibration pairs (same seed), on which the calibration is recomputed
+    unless given."""
+    n = int(ctx.cfg.rm.num_calibration)
+    pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
+                                  corruptions=tuple(ctx.cfg.rm.corruptions),
+                                  seed=int(ctx.cfg.rm.seed))
+    scorer = rm_scorer(ctx, rm_params, tuple(pairs))
+    return RewardModelServing(scorer, calibration or calibration_of(scorer, pairs))
+
+
+def hybrid_scorer(ctx: DemoContext, reward_cfg, rm: RewardModelServing | None = None, *,
+                  stage: str):
+    """The batch scorer of `reward_cfg` (rule + format, plus the calibrated reward model when
+    `rm` is given and reward.w_rm != 0). Without a reward model, w_rm is set to 0 in
+    `reward_cfg` (logged)."""
     from r1v2_jax.rl.scoring import make_scorer
 
     if rm is None or float(reward_cfg.w_rm) == 0.0:
@@ -193,14 +214,8 @@ def hybrid_scorer(ctx: DemoContext, reward_cfg, rm=None,
             ctx.log(f"[{stage}] no reward model given: reward.w_rm {reward_cfg.w_rm} -> 0")
             reward_cfg.w_rm = 0.0
         return ctx.score
-    n = int(ctx.cfg.rm.num_calibration)  # the RM stage's calibration pairs (same seed)
-    pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
-                                  corruptions=tuple(ctx.cfg.rm.corruptions),
-                                  seed=int(ctx.cfg.rm.seed))
-    scorer = rm_scorer(ctx, rm, tuple(pairs))
-    if rm_calibration is None:
-        rm_calibration = calibration_of(scorer, pairs)
-    return make_scorer(reward_cfg, reward_model=scorer, calibration=rm_calibration, log=ctx.log)
+    return make_scorer(reward_cfg, reward_model=rm.scorer, calibration=rm.calibration,
+                       log=ctx.log)
 
 
 def _mpo_trainer(ctx: DemoContext, cfg, params, stage_dir: str, name: str, score,
@@ -222,11 +237,11 @@ def _train_and_report(trainer, name: str, log) -> dict:
     return final
 
 
-def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo", rm=None,
-                  rm_calibration: Calibration | None = None):
+def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo",
+                  rm: RewardModelServing | None = None):
     """Iterated MPO (loss "mpo"), or DPO / SFT on the same pipeline ("dpo" / "sft"), from
-    `params`. rm: reward-model params (from `run_reward_model_stage`) scoring samples in the
-    hybrid reward with weight mpo.reward.w_rm. Returns (params, eval metrics of the final
+    `params`. rm (`serve_reward_model`) scores samples in the hybrid reward with weight
+    mpo.reward.w_rm. Returns (params, eval metrics of the final
     policy)."""
     from r1v2_jax.rl.mpo_trainer import stage_config
 
@@ -236,14 +251,14 @@ def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo"
     name = STAGE_NAMES[loss]
     cfg = stage_config(ctx.cfg, "mpo")
     cfg.mpo.loss = loss
-    score = hybrid_scorer(ctx, cfg.reward, rm, rm_calibration, stage=name)
+    score = hybrid_scorer(ctx, cfg.reward, rm, stage=name)
     trainer = _mpo_trainer(ctx, cfg, params, stage_dir, name, score)
     final = _train_and_report(trainer, name, ctx.log)
     return trainer.params(), final
 
 
-def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *, rm=None,
-                             rm_calibration: Calibration | None = None) -> dict:
+def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *,
+                             rm: RewardModelServing | None = None) -> dict:
     """The paper's Table 3 at toy scale: MPO, DPO and SFT trained from `params` on the same
     fixed pairs (one sampling pass of `demo.compare_prompts` prompts with `params`, scored
     like the MPO stage), same steps, optimizer and seed. Returns {loss: eval metrics} plus
@@ -254,7 +269,7 @@ def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *, rm=None,
 
     base = stage_config(ctx.cfg, "mpo")
     m = base.mpo
-    score = hybrid_scorer(ctx, base.reward, rm, rm_calibration, stage="compare")
+    score = hybrid_scorer(ctx, base.reward, rm, stage="compare")
     options = SamplingOptions(int(m.num_samples), int(base.rollout.max_new_tokens),
                               float(m.temperature), float(m.top_p), int(m.top_k))
     prompts = ctx.train[:int(ctx.cfg.demo.compare_prompts)]

@@ -101,7 +101,8 @@ class GRPOTrainer:
             self.compute_dtype = model_config.jnp_param_dtype
             trainable = cast_tree(trainable, jnp.float32)
         # The reference policy shares every frozen parameter; only the trainable part is copied.
-        keep_ref = g.beta or g.get("track_kl", False)
+        opts = GRPOLossOptions.from_config(g, r.temperature, r.max_new_tokens)
+        keep_ref = opts.beta != 0.0 or opts.track_kl
         self.ref_trainable = jax.tree.map(jnp.copy, trainable) if keep_ref else trainable
         self.trainable = trainable
         optim_items = tuple(sorted(cfg.optim.to_dict().items()))
@@ -115,7 +116,6 @@ class GRPOTrainer:
             self.ssb = ssb_lib.SelectiveSampleBuffer(ssb_lib.SSBConfig(**dict(cfg.ssb)),
                                                      seed=int(cfg.train.seed))
         self.by_uid = {e.uid: e for e in self.train_examples}
-        opts = GRPOLossOptions.from_config(g, r.temperature, r.max_new_tokens)
         self.update_on_policy = _update_fn(model_config, dataclasses.replace(
             opts, use_old_logps=False, use_is_weights=self._needs_is()), optim_items,
             self.compute_dtype)

@@ -29,17 +29,21 @@ def register(subparsers) -> None:
     p.add_argument("--skip", action="append", default=[],
                    choices=("train", "matmul", "generate", "accel"), help="leave a part out")
     p.add_argument("--iters", type=int, help="timed train steps (default 5, quick 3)")
-    p.add_argument("--remat", default="dots_with_no_batch_dims",
-                   help="remat policy of the JAX train step (default: dots_with_no_batch_dims)")
+    from r1v2_jax.tools.bench_train import DEFAULT_REMAT
+
+    p.add_argument("--remat", default=DEFAULT_REMAT,
+                   help=f"remat policy of the JAX train step (default: {DEFAULT_REMAT})")
     p.add_argument("--json", help="also write every figure to this JSON file")
     p.set_defaults(func=run)
 
 
 def run_benchmarks(quick: bool, skip: list[str], iters: int | None = None,
-                   remat: str = "dots_with_no_batch_dims") -> dict:
+                   remat: str | None = None) -> dict:
+    """remat: the JAX train step's remat policy (None: bench_train.DEFAULT_REMAT)."""
     import jax
 
-    from r1v2_jax.tools.bench_train import QUICK_MODEL, TrainBenchModel, bench_train_step
+    from r1v2_jax.tools.bench_train import (DEFAULT_REMAT, QUICK_MODEL, TrainBenchModel,
+                                            bench_train_step)
     from r1v2_jax.tools.matmul_peak import matmul_flops_per_s
 
     out: dict = {"device": jax.devices()[0].device_kind, "quick": quick}
@@ -49,7 +53,8 @@ def run_benchmarks(quick: bool, skip: list[str], iters: int | None = None,
         shapes = (dict(spec=QUICK_MODEL, batch=4, seq_len=256) if quick
                   else dict(spec=TrainBenchModel(), batch=8, seq_len=512))
         out["train"] = bench_train_step(**shapes, warmup=1 if quick else 2,
-                                        iters=iters or (3 if quick else 5), remat_policy=remat)
+                                        iters=iters or (3 if quick else 5),
+                                        remat_policy=remat or DEFAULT_REMAT)
         if "matmul" in out:
             out["train"]["matmul_fraction"] = out["train"]["jax_flops_per_s"] / out["matmul"]["limit"]
     if "generate" not in skip and importlib.util.find_spec("r1v2_jax.generate.bench"):

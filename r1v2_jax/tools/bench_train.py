@@ -37,6 +37,10 @@ class TrainBenchModel:
     vocab: int = 8192
 
 
+# Recomputes attention in the backward pass instead of storing its [T, T] probabilities:
+# the fastest policy on CPU (PyTorch keeps every activation).
+DEFAULT_REMAT = "dots_with_no_batch_dims"
+
 QUICK_MODEL = TrainBenchModel(vision_layers=2, layers=2, hidden=256, heads=4, kv_heads=2,
                               intermediate=1024, vision_intermediate=512, vision_hidden=128)
 
@@ -122,10 +126,9 @@ def jax_train_step(config, params, ids, pixels, mask, lr: float):
 
 def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 8,
                      seq_len: int = 512, warmup: int = 2, iters: int = 5, seed: int = 0,
-                     lr: float = 1e-4, remat_policy: str = "dots_with_no_batch_dims") -> dict:
+                     lr: float = 1e-4, remat_policy: str = DEFAULT_REMAT) -> dict:
     """Runs both sides; returns the figures (prints nothing). remat_policy: the JAX side's
-    `VLMConfig.remat_policy` (the default recomputes attention instead of storing its
-    [T, T] probabilities: the fastest on CPU; PyTorch keeps every activation)."""
+    `VLMConfig.remat_policy`."""
     import jax
     import torch
 
