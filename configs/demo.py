@@ -13,7 +13,7 @@ def model():
         vision=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
                     image_size=56, patch_size=7, qkv_bias=False, qk_normalization=True,
                     norm_type="rms_norm", layer_norm_eps=1e-6),
-        text=dict(vocab_size=128, hidden_size=192, intermediate_size=512, num_hidden_layers=4,
+        text=dict(vocab_size=160, hidden_size=192, intermediate_size=512, num_hidden_layers=4,
                   num_attention_heads=6, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
                   rope_theta=10000.0, max_position_embeddings=1024, tie_word_embeddings=False,
                   bos_token_id=0, eos_token_id=1),

@@ -192,10 +192,13 @@ def load_tokenizer(path: str | os.PathLike,
     return from_raw(raw, names, path)
 
 
-# Pieces of text the demo tokenizer splits into: letter runs, single digits (so any number
-# is encodable), single whitespace and single other characters (so decode is exact).
-DEMO_SPLIT_PATTERN = r"[A-Za-z]+|\d|\s|[^A-Za-z\d\s]"
-DEMO_SYMBOLS = tuple(" \n") + tuple(string.digits) + tuple(string.punctuation)
+# Pieces of text the demo tokenizer splits into: letter runs and single digits, each with
+# the space before it (as byte-level BPE vocabularies merge " word"; spelling the space
+# separately would nearly double the demo's sequence lengths), single whitespace and
+# single other characters (so any text is encodable and decode is exact).
+DEMO_SPLIT_PATTERN = r" ?[A-Za-z]+| ?\d|\s|[^A-Za-z\d\s]"
+DEMO_SYMBOLS = (tuple(" \n") + tuple(string.digits) + tuple(" " + d for d in string.digits)
+                + tuple(string.punctuation))
 CHATML_ROLES = ("system", "user", "assistant")
 
 
@@ -203,9 +206,10 @@ def build_demo_tokenizer(words: Sequence[str],
                          names: SpecialTokenNames = SpecialTokenNames()) -> Tokenizer:
     """A small word-level tokenizer: specials + whitespace/digits/punctuation + `words`.
 
-    Ids: the unk and special tokens first, then symbols, the ChatML role names, then the
-    words in the given order (duplicates dropped). Words must be ASCII letter runs: anything else would never be
-    produced by the pre-tokenizer. `<think>`/`</think>` are added as non-special tokens, as
+    Ids: the unk and special tokens first, then symbols, the ChatML role names, then each
+    word and the word with a leading space, in the given order (duplicates dropped).
+    Words must be ASCII letter runs: anything else would never be produced by the
+    pre-tokenizer. `<think>`/`</think>` are added as non-special tokens, as
     in the Qwen reasoning tokenizers, so `decode(skip_special_tokens=True)` keeps them.
     """
     bad = [w for w in words if not w.isascii() or not w.isalpha()]
@@ -215,7 +219,7 @@ def build_demo_tokenizer(words: Sequence[str],
                names.img_context]
     vocab: dict[str, int] = {}
     ordered = [names.unk, *special, names.think, names.end_think, *DEMO_SYMBOLS,
-               *CHATML_ROLES, *words]
+               *CHATML_ROLES, *(piece for w in words for piece in (w, " " + w))]
     for token in ordered:
         vocab.setdefault(token, len(vocab))
     raw = RawTokenizer(models.WordLevel(vocab, unk_token=names.unk))

@@ -86,9 +86,11 @@ def build_context(cfg, out: str, log: Callable[[str], None] = print) -> DemoCont
 def run_warmstart(ctx: DemoContext, params, stage_dir: str):
     """SFT on templated reasoning traces; returns (params, eval metrics)."""
     cfg, w = ctx.cfg, ctx.cfg.warmstart
-    seqs = [build_training_sequence(ctx.tokenizer, e.question, (1,),
-                                    synthetic.reasoning_trace(raw.scene, raw.question), ctx.prompt)
-            for e, raw in zip(ctx.train, ctx.train_raw)]
+    seqs = warmstart_sequences(ctx)
+    over = longest_trace_tokens(seqs) - int(cfg.rollout.max_new_tokens)
+    if over > 0:  # the policy would imitate responses that sampling cuts off
+        ctx.log(f"warning: warm-start traces run up to {over} tokens past "
+                f"rollout.max_new_tokens={int(cfg.rollout.max_new_tokens)}")
     seq_len = -(-max(len(s.ids) for s in seqs) // 16) * 16
     trainable, frozen = split_params(params, trainable_parts(w.trainable))
     optim = ml_collections.ConfigDict(dict(cfg.optim))
@@ -120,6 +122,18 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
     ctx.log(f"[warmstart] {int(w.steps)} steps in {time.time() - t0:.0f}s: "
             f"accuracy {metrics['eval_accuracy']:.3f}, format {metrics['eval_format_rate']:.3f}")
     return params, metrics
+
+
+def warmstart_sequences(ctx: DemoContext) -> list:
+    """The warm start's training sequences: each train prompt + its templated trace."""
+    return [build_training_sequence(ctx.tokenizer, e.question, (1,),
+                                    synthetic.reasoning_trace(raw.scene, raw.question), ctx.prompt)
+            for e, raw in zip(ctx.train, ctx.train_raw)]
+
+
+def longest_trace_tokens(seqs) -> int:
+    """Response tokens (the stop token included) of the longest training sequence."""
+    return max(len(s.ids) - s.prompt_length for s in seqs)
 
 
 def eval_params(ctx: DemoContext, params) -> dict[str, float]:

@@ -24,9 +24,12 @@ def test_demo_round_trip_and_special_ids():
                 sp.think, sp.end_think}) == 8
     assert ids.count(sp.img_context) == 2 and ids.count(sp.eos) == 2
     assert ids[-1] == tok.eos_id and tok.pad_id == sp.pad
-    # digits are single tokens, so "12" is two ids
+    # digits are single tokens, so "12" is two ids; a space merges into the next digit
     one, two = tok.token_to_id("1"), tok.token_to_id("2")
     assert [one, two] == tok.encode("12")
+    assert tok.encode("see 12") == [tok.token_to_id("see"), tok.token_to_id(" 1"), two]
+    assert tok.encode("see  red") == [tok.token_to_id("see"), tok.token_to_id(" "),
+                                      tok.token_to_id(" red")]
     assert tok.vocab_size < 200
     # special tokens are dropped by skip_special_tokens, think tags are not (as in Qwen)
     assert tok.decode(ids, skip_special_tokens=True).startswith("user\n\nHow many")
@@ -36,8 +39,8 @@ def test_demo_round_trip_and_special_ids():
 def test_demo_unknown_word_is_unk_and_bad_words_rejected():
     tok = build_demo_tokenizer(WORDS)
     unk = tok.token_to_id("<unk>")
-    assert tok.encode("I see zebras") == [tok.token_to_id("I"), tok.token_to_id(" "),
-                                          tok.token_to_id("see"), tok.token_to_id(" "), unk]
+    # a word carries the space before it, as in byte-level BPE vocabularies
+    assert tok.encode("I see zebras") == [tok.token_to_id("I"), tok.token_to_id(" see"), unk]
     with pytest.raises(ValueError, match="ASCII letters"):
         build_demo_tokenizer(["ok", "two words"])
 

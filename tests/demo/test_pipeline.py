@@ -10,7 +10,8 @@ import pytest
 
 from r1v2_jax.demo import stages_mpo
 from r1v2_jax.demo.cli import default_config_path
-from r1v2_jax.demo.pipeline import STAGES, run_demo
+from r1v2_jax.demo.pipeline import (STAGES, build_context, longest_trace_tokens, run_demo,
+                                    warmstart_sequences)
 from r1v2_jax.train.config_loader import apply_overrides, load_config_file
 
 SMALL = [
@@ -40,6 +41,16 @@ def demo_run(tmp_path_factory):
     logs = []
     results = run_demo(cfg, out, compare_objectives=True, log=logs.append)
     return out, results, logs
+
+
+def test_shipped_recipe_traces_fit_the_generation_budget(tmp_path):
+    # the warm start imitates these traces; any longer than rollout.max_new_tokens would
+    # be cut off whenever the policy samples, and later stages would mostly learn to be
+    # short (the demo's tokenizer once spelled every space as its own token: 73 > 48)
+    cfg = load_config_file(default_config_path())
+    ctx = build_context(cfg, str(tmp_path), log=lambda _: None)
+    longest = longest_trace_tokens(warmstart_sequences(ctx))
+    assert 30 < longest <= cfg.rollout.max_new_tokens
 
 
 def test_stages_in_the_papers_order():
