@@ -13,8 +13,11 @@ def get_config():
     c = grpo_recipe()
     c.model = demo_model.model()
     c.demo = ml_collections.ConfigDict(dict(
-        data_seed=0, num_examples=2400, heldout_fraction=0.1, num_heldout=128,
-        compare_prompts=64))  # --compare-objectives: prompts sampled once for the shared pairs
+        data_seed=0, num_examples=2400, heldout_fraction=0.1, num_heldout=256,
+        compare_prompts=64,  # --compare-objectives: prompts sampled once for the shared pairs
+        # accuracy of k samples at a temperature + pass@k after each stage, on the first
+        # `prompts` held-out prompts (num_samples=0: off)
+        sampled_eval=dict(prompts=256, num_samples=4, temperature=1.0)))
     mpo_stages = mpo_demo_defaults()
     c.rm, c.mpo = mpo_stages.rm, mpo_stages.mpo
     c.warmstart = ml_collections.ConfigDict(dict(

@@ -116,7 +116,7 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
             writer.write({"step": step, "stage": "warmstart", "loss": m["loss"],
                           "seconds": time.time() - t0})
     params = merge_params(trainable, frozen)
-    metrics = eval_params(ctx, params)
+    metrics = {**eval_params(ctx, params), **sampled_eval_params(ctx, params)}
     writer.write({"step": int(w.steps), "stage": "warmstart", **metrics})
     writer.close()
     ctx.log(f"[warmstart] {int(w.steps)} steps in {time.time() - t0:.0f}s: "
@@ -140,6 +140,21 @@ def eval_params(ctx: DemoContext, params) -> dict[str, float]:
     return evaluate(ctx.model, params, ctx.heldout, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
                     max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
                     batch_size=int(ctx.cfg.rollout.eval_batch_size), score=ctx.score)
+
+
+def sampled_eval_params(ctx: DemoContext, params) -> dict[str, float]:
+    """Sampled accuracy and pass@k (cfg.demo.sampled_eval); {} when num_samples is 0."""
+    from r1v2_jax.rl.evaluate import evaluate_sampled
+
+    se = ctx.cfg.demo.sampled_eval
+    if int(se.num_samples) == 0:
+        return {}
+    return evaluate_sampled(ctx.model, params, ctx.heldout[:int(se.prompts)],
+                            tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                            max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
+                            batch_size=int(ctx.cfg.rollout.eval_batch_size),
+                            num_samples=int(se.num_samples), temperature=float(se.temperature),
+                            score=ctx.score)
 
 
 def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool, steps: int | None = None,
@@ -190,14 +205,16 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
     if "mpo" in stages:
         params, results["mpo"] = stages_mpo.run_mpo_stage(ctx, params, os.path.join(out, "mpo"),
                                                           rm=rm)
+        results["mpo"].update(sampled_eval_params(ctx, params))
     if "grpo" in stages:
         reward = ml_collections.ConfigDict(cfg.reward.to_dict())
         score = stages_mpo.hybrid_scorer(ctx, reward, rm, stage="grpo")
         runs = ([True] if with_ssb else []) + ([False] if compare_no_ssb or not with_ssb else [])
         for ssb in runs:
             name = "grpo" if ssb else "grpo_no_ssb"
-            _, results[name] = run_grpo(ctx, params, os.path.join(out, name), ssb=ssb,
-                                        score=score)
+            final, results[name] = run_grpo(ctx, params, os.path.join(out, name), ssb=ssb,
+                                            score=score)
+            results[name].update(sampled_eval_params(ctx, final))
     results["seconds"] = time.time() - t0
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

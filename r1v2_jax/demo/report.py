@@ -17,8 +17,11 @@ def _mean(xs):
 
 
 def summary_table(out: str, results: dict[str, Any]) -> str:
-    lines = ["| stage | held-out accuracy | format rate | hallucination rate | effective share (update batch) | replay share |",
-             "|---|---|---|---|---|---|"]
+    k = next((int(r["eval_num_samples"]) for r in results.values()
+              if isinstance(r, dict) and "eval_num_samples" in r), 0)
+    lines = ["| stage | held-out accuracy | format rate | hallucination rate | sampled accuracy (T>0) | "
+             f"pass@{k or 'k'} | effective share (update batch) | replay share |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, label in ROWS:
         r = results.get(key)
         if not r or "eval_accuracy" not in r:
@@ -29,8 +32,10 @@ def summary_table(out: str, results: dict[str, Any]) -> str:
             steps = [m for m in read_metrics(path) if "effective_ratio_batch" in m]
             eff = f"{_mean([m['effective_ratio_batch'] for m in steps]):.2f} (min {min(m['effective_ratio_batch'] for m in steps):.2f})"
             rep = f"{_mean([m.get('replay_ratio', 0.0) for m in steps]):.2f}"
+        sampled = (f"{r['eval_sampled_accuracy']:.3f} | {r['eval_pass_at_k']:.3f}"
+                   if "eval_pass_at_k" in r else "- | -")
         lines.append(f"| {label} | {r['eval_accuracy']:.3f} | {r['eval_format_rate']:.3f} | "
-                     f"{r['eval_hallucination_rate']:.3f} | {eff} | {rep} |")
+                     f"{r['eval_hallucination_rate']:.3f} | {sampled} | {eff} | {rep} |")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from r1v2_jax.train.config_loader import apply_overrides, load_config_file
 
 SMALL = [
     "config.demo.num_examples=160", "config.demo.num_heldout=8", "config.demo.compare_prompts=4",
+    "config.demo.sampled_eval.num_samples=2",
     "config.warmstart.steps=2", "config.warmstart.batch_size=8",
     "config.warmstart.micro_batch_size=8",
     "config.rm.steps=2", "config.rm.num_train_pairs=16", "config.rm.num_calibration=8",
@@ -64,6 +65,9 @@ def test_every_stage_runs_and_writes_metrics(demo_run):
     for stage in ("warmstart", "mpo", "grpo", "grpo_no_ssb"):
         assert 0.0 <= results[stage]["eval_accuracy"] <= 1.0
         assert 0.0 <= results[stage]["eval_hallucination_rate"] <= 1.0
+        r = results[stage]  # sampled evaluation: k = 2 responses per held-out prompt
+        assert r["eval_num_samples"] == 2
+        assert 0.0 <= r["eval_sampled_accuracy"] <= r["eval_pass_at_k"] <= 1.0
     assert 0.0 <= results["rm"]["rm_heldout_pair_accuracy"] <= 1.0
     assert results["rm"]["rm_calibration_std"] > 0.0
     with open(os.path.join(out, "results.json")) as f:
@@ -88,6 +92,7 @@ def test_objectives_train_on_the_same_pairs(demo_run):
 def test_summary_holds_every_table(demo_run):
     out, _, _ = demo_run
     text = open(os.path.join(out, "summary.md")).read()
+    assert "| sampled accuracy (T>0) | pass@2 |" in text
     for row in ("| warm start (SFT) |", "| MPO |", "| GRPO + SSB |", "| GRPO, no SSB |",
                 "Reward model: held-out pair ranking accuracy", "| DPO |", "| SFT |",
                 "| none (warm start) |"):
