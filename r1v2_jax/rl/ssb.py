@@ -19,7 +19,6 @@ The state (entries + RNG) is plain data: `SSBState.state_dict()` is JSON/msgpack
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
@@ -27,6 +26,8 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
+
+from r1v2_jax.train.host_state import ARRAY_KEY, decode_array, encode_array, is_encoded_array
 
 OFF_POLICY_MODES = ("recompute", "truncated_is")
 EVICT_MODES = ("priority", "oldest")
@@ -95,23 +96,10 @@ class BufferEntry:
     reuse_count: int = 0
 
 
-def encode_array(a: np.ndarray) -> dict:
-    """Exact, plain-data form of an array: dtype, shape, base64 of the C-order bytes."""
-    a = np.ascontiguousarray(a)
-    if a.dtype.hasobject:
-        raise ValueError(f"SSB payload arrays must be numeric, got dtype {a.dtype}")
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def decode_array(d: Mapping) -> np.ndarray:
-    raw = base64.b64decode(d["data"])
-    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
-
-
 def encode_value(v: Any) -> Any:
     """Dataclasses / mappings / sequences of arrays and scalars -> JSON/msgpack-able data."""
     if isinstance(v, np.ndarray):
-        return {"__ndarray__": encode_array(v)}
+        return {ARRAY_KEY: encode_array(v)}
     if is_dataclass(v) and not isinstance(v, type):
         return {f.name: encode_value(getattr(v, f.name)) for f in fields(v)}
     if isinstance(v, Mapping):
@@ -127,8 +115,10 @@ def encode_value(v: Any) -> Any:
 
 def decode_value(data: Any, hint: Any) -> Any:
     """Inverse of `encode_value`, guided by the type hint (dataclass fields' annotations)."""
-    if isinstance(data, Mapping) and "__ndarray__" in data:
-        return decode_array(data["__ndarray__"])
+    if isinstance(data, np.ndarray):  # already decoded by the checkpoint reader
+        return data
+    if is_encoded_array(data):
+        return decode_array(data[ARRAY_KEY])
     if isinstance(hint, type) and is_dataclass(hint):
         hints = get_type_hints(hint)
         return hint(**{f.name: decode_value(data[f.name], hints[f.name]) for f in fields(hint) if f.init})

@@ -12,38 +12,14 @@ write resumes from the previous checkpoint. `directory` may be local or a bucket
 
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-
-def _encode(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": base64.b64encode(np.ascontiguousarray(obj).tobytes()).decode(),
-                "dtype": str(obj.dtype), "shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {str(k): _encode(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_encode(v) for v in obj]
-    return obj
-
-
-def _decode(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if "__ndarray__" in obj:
-            data = base64.b64decode(obj["__ndarray__"])
-            return np.frombuffer(data, dtype=obj["dtype"]).reshape(obj["shape"]).copy()
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v) for v in obj]
-    return obj
+from r1v2_jax.train.host_state import decode_tree, encode_tree
 
 
 class Checkpointer:
@@ -65,14 +41,14 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, host: dict[str, Any], *, force: bool = False) -> bool:
         return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(_encode(host))), force=force)
+            state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(encode_tree(host))), force=force)
 
     def restore(self, step: int, state_template: Any) -> tuple[Any, dict[str, Any]]:
         """state_template: a pytree of arrays or jax.ShapeDtypeStruct (with shardings)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
-        return out.state, _decode(out.host)
+        return out.state, decode_tree(out.host)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

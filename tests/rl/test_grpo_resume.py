@@ -60,7 +60,9 @@ def test_resume_after_kill_equals_uninterrupted(ctx, reference, tmp_path):
     ref_metrics, ref_params, ref_trainer = reference
     assert ref_trainer.ssb is not None and ref_trainer.step == 4
     workdir = str(tmp_path)
-    _trainer(ctx, workdir).run(stop_after=3)  # the "crash", after an eval step
+    crashed = _trainer(ctx, workdir)
+    crashed.run(stop_after=3)  # the "crash", after an eval step
+    assert len(crashed.ssb) > 0  # the checkpoint must carry buffered samples (their arrays)
     resumed = _trainer(ctx, workdir)
     resumed.run()
     assert _metrics(workdir) == ref_metrics

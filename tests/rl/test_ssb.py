@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
+from r1v2_jax.train.host_state import decode_tree, encode_tree
 from r1v2_jax.rl.ssb import (
     BufferEntry,
     Payload,
@@ -170,7 +171,20 @@ def _run(steps, cfg, resume_at=None, codec=json):
     return ssb, log
 
 
-@pytest.mark.parametrize("codec", [json, msgpack])
+class CheckpointHostCodec:
+    """The SSB state as the trainers' checkpoints hold it: inside the host dict, written and
+    read by train/checkpoint.py's codec (which once mistook the buffer's arrays for its own)."""
+
+    @staticmethod
+    def dumps(state):
+        return json.dumps(encode_tree({"ssb": state, "counters": {"x": np.int64(3)}}))
+
+    @staticmethod
+    def loads(blob):
+        return decode_tree(json.loads(blob))["ssb"]
+
+
+@pytest.mark.parametrize("codec", [json, msgpack, CheckpointHostCodec])
 def test_resume_continues_exactly(codec):
     cfg = SSBConfig(capacity=10, max_staleness=2, max_reuse=2)
     full, log_full = _run(12, cfg)
