@@ -89,6 +89,13 @@ def test_objectives_train_on_the_same_pairs(demo_run):
     assert any("[compare]" in line and f"{cmp['pairs']} pairs" in line for line in logs)
 
 
+def test_traces_longer_than_the_budget_are_flagged(demo_run):
+    # the shrunken recipe generates at most 8 tokens, far below the warm-start traces
+    _, _, logs = demo_run
+    assert any(line.startswith("warning: warm-start traces run up to") and
+               "rollout.max_new_tokens=8" in line for line in logs)
+
+
 def test_summary_holds_every_table(demo_run):
     out, _, _ = demo_run
     text = open(os.path.join(out, "summary.md")).read()
