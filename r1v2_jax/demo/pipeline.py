@@ -32,7 +32,7 @@ from r1v2_jax.data.prompts import PromptConfig, build_training_sequence
 from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.data.tokenizer import build_demo_tokenizer
 from r1v2_jax.models import VLMConfig, init_params
-from r1v2_jax.rl.evaluate import evaluate
+from r1v2_jax.rl.evaluate import answer_prior_accuracy, evaluate
 from r1v2_jax.rl.examples import PromptExample, from_synthetic_many
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.metrics import MetricsWriter
@@ -189,7 +189,8 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
     log(f"demo: {len(ctx.train)} train / {len(ctx.heldout)} held-out prompts, model "
         f"{sum(x.size for x in jax.tree.leaves(params)) / 1e6:.1f}M params, stages "
         f"{', '.join(stages)}")
-    results: dict[str, Any] = {"start": eval_params(ctx, params)}
+    results: dict[str, Any] = {"start": eval_params(ctx, params),
+                               "prior": answer_prior_accuracy(ctx.train, ctx.heldout)}
     if "warmstart" in stages:
         params, results["warmstart"] = run_warmstart(ctx, params, os.path.join(out, "warmstart"))
     rm = None

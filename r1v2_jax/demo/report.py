@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from r1v2_jax.train.metrics import read_metrics
 
-ROWS = (("start", "random init"), ("warmstart", "warm start (SFT)"), ("mpo", "MPO"),
+ROWS = (("start", "random init"), ("prior", "answer prior (no image)"), ("warmstart", "warm start (SFT)"), ("mpo", "MPO"),
         ("grpo", "GRPO + SSB"), ("grpo_no_ssb", "GRPO, no SSB"))
 OBJECTIVES = (("mpo", "MPO"), ("dpo", "DPO"), ("sft", "SFT"))
 
@@ -32,6 +32,9 @@ def summary_table(out: str, results: dict[str, Any]) -> str:
             steps = [m for m in read_metrics(path) if "effective_ratio_batch" in m]
             eff = f"{_mean([m['effective_ratio_batch'] for m in steps]):.2f} (min {min(m['effective_ratio_batch'] for m in steps):.2f})"
             rep = f"{_mean([m.get('replay_ratio', 0.0) for m in steps]):.2f}"
+        if "eval_format_rate" not in r:  # a baseline that generates nothing (the answer prior)
+            lines.append(f"| {label} | {r['eval_accuracy']:.3f} | - | - | - | - | - | - |")
+            continue
         sampled = (f"{r['eval_sampled_accuracy']:.3f} | {r['eval_pass_at_k']:.3f}"
                    if "eval_pass_at_k" in r else "- | -")
         lines.append(f"| {label} | {r['eval_accuracy']:.3f} | {r['eval_format_rate']:.3f} | "

@@ -4,10 +4,12 @@
 draws k responses per prompt at a temperature and reports their mean accuracy and pass@k.
 Side by side they show what RL changed: sharpening (sampled accuracy rises towards the
 greedy one while pass@k falls) versus a better policy (greedy accuracy rises).
+`answer_prior_accuracy` is the blind baseline: the commonest training answer per question.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -66,3 +68,24 @@ def evaluate_sampled(config, params, examples: Sequence[PromptExample], *, token
     return {"eval_sampled_accuracy": float(accs.mean()),
             "eval_pass_at_k": float((accs >= 1.0).any(axis=1).mean()),
             "eval_num_samples": float(num_samples)}
+
+
+def answer_prior_accuracy(train: Sequence[PromptExample], heldout: Sequence[PromptExample]
+                          ) -> dict[str, float]:
+    """Accuracy of answering without the image: the blind baseline a policy must beat.
+
+    Each held-out question gets the answer most often given to the same question text in
+    `train` (to an unseen question: the commonest answer of its answer type; ties go to the
+    answer seen first). Exact string match, which the demo's typed answers allow.
+    """
+    by_question: dict[str, Counter] = defaultdict(Counter)
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for e in train:
+        by_question[e.question][e.answer.strip()] += 1
+        by_type[e.answer_type][e.answer.strip()] += 1
+    hits = []
+    for e in heldout:
+        votes = by_question.get(e.question) or by_type.get(e.answer_type)
+        guess = votes.most_common(1)[0][0] if votes else None
+        hits.append(guess == e.answer.strip())
+    return {"eval_accuracy": float(np.mean(hits)) if hits else float("nan")}

@@ -104,6 +104,9 @@ def test_summary_holds_every_table(demo_run):
                 "Reward model: held-out pair ranking accuracy", "| DPO |", "| SFT |",
                 "| none (warm start) |"):
         assert row in text, row
+    prior = next(line for line in text.splitlines() if line.startswith("| answer prior"))
+    assert prior.endswith("| - | - | - | - | - | - |"), prior
+    assert 0.0 < float(prior.split("|")[2]) < 1.0
     assert os.path.exists(os.path.join(out, "grpo_curves.png"))
 
 

@@ -59,3 +59,26 @@ def test_greedy_uses_the_first_sample_and_pads_the_last_batch(calls):
 def test_sampled_eval_rejects_greedy_settings(calls):
     with pytest.raises(ValueError, match="temperature > 0"):
         run(ev.evaluate_sampled, batch_size=4, num_samples=3, temperature=0.0)
+
+
+class QA:
+    def __init__(self, question, answer, answer_type="number"):
+        self.question, self.answer, self.answer_type = question, answer, answer_type
+
+
+def test_answer_prior_accuracy_by_hand():
+    train = [QA("How many red?", "1"), QA("How many red?", "1"), QA("How many red?", "2"),
+             QA("Which?", "B", "choice"), QA("Which?", "A", "choice"), QA("Which?", "A", "choice"),
+             QA("How many blue?", "0")]
+    heldout = [QA("How many red?", "1"),       # prior "1": right
+               QA("How many red?", "2"),       # prior "1": wrong
+               QA("Which?", " A ", "choice"),  # prior "A" (2 of 3): right, whitespace ignored
+               QA("How many green?", "1"),     # unseen: commonest number "1": right
+               QA("What colour?", "red", "text")]  # no answer of that type: wrong
+    assert ev.answer_prior_accuracy(train, heldout) == {"eval_accuracy": pytest.approx(3 / 5)}
+
+
+def test_answer_prior_ties_go_to_the_first_answer_seen():
+    train = [QA("q", "3"), QA("q", "2"), QA("q", "2"), QA("q", "3")]
+    assert ev.answer_prior_accuracy(train, [QA("q", "3")])["eval_accuracy"] == 1.0
+    assert ev.answer_prior_accuracy(train, [QA("q", "2")])["eval_accuracy"] == 0.0
