@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -36,7 +35,7 @@ QUESTION_TEMPLATES = {
     "kind_of_color": "What shape is the {0} one? "
                      + " ".join(f"{l}. {k}" for l, k in zip(CHOICE_LETTERS, KINDS)),
 }
-TRACE_WORDS = "I see a and shapes is the largest shape plus boxed"
+TRACE_WORDS = "I see a and shapes is the largest shape plus none boxed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +69,12 @@ class Scene:
     shapes: tuple[Shape, ...]
     image_size: int
     background: tuple[int, int, int]
+    grid: int = 2  # cells per side; each shape stays inside its cell
+
+    def reading_order(self) -> tuple[Shape, ...]:
+        """The shapes cell by cell, rows top to bottom, each row left to right."""
+        cell = self.image_size / self.grid
+        return tuple(sorted(self.shapes, key=lambda s: (int(s.cy // cell), int(s.cx // cell))))
 
     def count(self, *, kind: str | None = None, color: str | None = None,
               size: str | None = None) -> int:
@@ -117,7 +122,7 @@ def sample_scene(rng: np.random.Generator, config: SyntheticConfig = SyntheticCo
             cy=(row + 0.5) * cell + float(rng.uniform(-slack, slack)),
             radius=radius,
         ))
-    return Scene(tuple(shapes), config.image_size, config.background)
+    return Scene(tuple(shapes), config.image_size, config.background, config.grid)
 
 
 def render(scene: Scene) -> Image.Image:
@@ -170,23 +175,37 @@ def possible_questions(scene: Scene, rng: np.random.Generator,
 
 
 def describe(scene: Scene) -> str:
-    """'1 large red circle and 2 small blue squares' (groups in canonical order)."""
-    groups = Counter(scene.signature())
-    parts = [f"{n} {size} {color} {kind if n == 1 else PLURAL[kind]}"
-             for (size, color, kind), n in sorted(groups.items())]
+    """'large red circle, small blue square and small red circle', in reading order.
+
+    Reading order follows the image tokens' order, which a small model learns to read far
+    more easily than a grouped, sorted summary (docs/demo.md, "Diagnosis")."""
+    parts = [f"{s.size} {s.color} {s.kind}" for s in scene.reading_order()]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def counting_step(scene: Scene, label: str, *, kind: str | None = None,
+                  color: str | None = None) -> str:
+    """'circles: red circle 1, blue circle 2.' (or 'circles: none, 0.'): counting one match
+    at a time, so the count is the last number written rather than a guess."""
+    matches = [s for s in scene.reading_order()
+               if (kind is None or s.kind == kind) and (color is None or s.color == color)]
+    if not matches:
+        return f"{label}: none, 0."
+    return f"{label}: " + ", ".join(f"{s.color} {s.kind} {i}"
+                                    for i, s in enumerate(matches, 1)) + "."
+
+
 def reasoning_trace(scene: Scene, question: Question) -> str:
-    """A short templated response: `<think>\\nI see ... step.\\n</think>\\n\\boxed{answer}`."""
+    """A short templated response: `<think>\\nI see ... steps.\\n</think>\\n\\boxed{answer}`."""
     q, subj = question.qtype, question.subject
     if q == "count_color":
-        step = f"{subj[0]} shapes: {question.answer}."
+        step = counting_step(scene, f"{subj[0]} shapes", color=subj[0])
     elif q == "count_kind":
-        step = f"{subj[0]}: {question.answer}."
+        step = counting_step(scene, subj[0], kind=_SINGULAR[subj[0]])
     elif q == "sum_kinds":
-        a, b = (scene.count(kind=k[:-1]) for k in subj)
-        step = f"{subj[0]}: {a}. {subj[1]}: {b}. {a} plus {b} is {a + b}."
+        a, b = (scene.count(kind=_SINGULAR[k]) for k in subj)
+        step = (f"{counting_step(scene, subj[0], kind=_SINGULAR[subj[0]])} "
+                f"{counting_step(scene, subj[1], kind=_SINGULAR[subj[1]])} {a} plus {b} is {a + b}.")
     elif q == "largest_color":
         step = f"the largest shape is {question.answer}."
     elif q == "kind_of_color":
@@ -233,7 +252,7 @@ class SyntheticDataset:
     heldout: tuple[Example, ...]
 
 
-def _is_heldout(scene: Scene, fraction: float) -> bool:
+def is_heldout(scene: Scene, fraction: float) -> bool:
     # a stable hash of the content: the same scene content never lands in both splits
     digest = hashlib.sha256(repr(scene.signature()).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
@@ -251,7 +270,7 @@ def make_dataset(seed: int, n: int, *, heldout_fraction: float = 0.1,
                  config: SyntheticConfig = SyntheticConfig()) -> SyntheticDataset:
     """`n` examples split by scene content into train / held-out (about `heldout_fraction`)."""
     examples = [make_example(seed, i, config) for i in range(n)]
-    held = [_is_heldout(e.scene, heldout_fraction) for e in examples]
+    held = [is_heldout(e.scene, heldout_fraction) for e in examples]
     return SyntheticDataset(tuple(e for e, h in zip(examples, held) if not h),
                             tuple(e for e, h in zip(examples, held) if h))
 

@@ -1,9 +1,11 @@
 """The demo: the whole R1V2 recipe on a toy visual-reasoning task, on CPU, in minutes.
 
 Stages, in the paper's order (`--stages` picks a subset, in this order):
-  warmstart  supervised training on synthetic reasoning traces. It stands in for the
-             pretrained reasoning LM and vision encoder that R1V2 starts from (there are
-             no pretrained weights here; nothing is downloaded);
+  vision     the ViT and adapter pretrained on a probe that reads each cell's shape,
+             colour and size: the stand-in for InternViT's own pretraining;
+  warmstart  supervised training on synthetic reasoning traces. With the vision stage it
+             stands in for the pretrained reasoning LM and vision encoder that R1V2 starts
+             from (there are no pretrained weights here; nothing is downloaded);
   rm         the reward model (policy backbone + value head), Bradley-Terry on correct vs
              corrupted traces; held-out ranking accuracy;
   mpo        iterated MPO on the policy's own samples, paired by the hybrid reward (rule +
@@ -39,7 +41,7 @@ from r1v2_jax.train.metrics import MetricsWriter
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.sft import make_sft_update, sft_batch
 
-STAGES = ("warmstart", "rm", "mpo", "grpo")
+STAGES = ("vision", "warmstart", "rm", "mpo", "grpo")
 
 
 @dataclasses.dataclass
@@ -191,6 +193,10 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
         f"{', '.join(stages)}")
     results: dict[str, Any] = {"start": eval_params(ctx, params),
                                "prior": answer_prior_accuracy(ctx.train, ctx.heldout)}
+    if "vision" in stages:
+        from r1v2_jax.demo.stage_vision import run_vision_stage
+
+        params, results["vision"] = run_vision_stage(ctx, params, os.path.join(out, "vision"))
     if "warmstart" in stages:
         params, results["warmstart"] = run_warmstart(ctx, params, os.path.join(out, "warmstart"))
     rm = None

@@ -42,6 +42,15 @@ def summary_table(out: str, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def vision_line(results: dict[str, Any]) -> str:
+    v = results.get("vision")
+    if not v:
+        return ""
+    return ("Vision stage: probe accuracy on held-out scenes " + ", ".join(
+        f"{k[len('probe_accuracy_'):]} {x:.3f}" for k, x in v.items()
+        if k.startswith("probe_accuracy_")) + ".")
+
+
 def reward_model_line(results: dict[str, Any]) -> str:
     rm = results.get("rm")
     if not rm:
@@ -102,7 +111,7 @@ def plot_runs(out: str) -> list[str]:
 
 
 def write_report(out: str, results: dict[str, Any], log: Callable[[str], None] = print) -> str:
-    table = "\n\n".join(x for x in (summary_table(out, results), reward_model_line(results),
+    table = "\n\n".join(x for x in (summary_table(out, results), vision_line(results), reward_model_line(results),
                                      objectives_table(results)) if x)
     plots = plot_runs(out)
     text = "# r1v2 demo summary\n\n" + table + "\n\n" + "\n".join(f"![]({os.path.basename(p)})" for p in plots) + \

@@ -83,15 +83,30 @@ def test_trace_format_and_answer(dataset):
 
 
 def test_trace_hand_written():
-    scene = S.Scene((S.Shape("circle", "red", "large", 14, 14, 10),
+    # listed in reading order: top-left, top-right, bottom-left (not in tuple order)
+    scene = S.Scene((S.Shape("circle", "red", "small", 14, 42, 5),
                      S.Shape("square", "blue", "small", 42, 14, 5),
-                     S.Shape("circle", "red", "small", 14, 42, 5)), 56, (0, 0, 0))
-    q = S.Question("sum_kinds", ("circles", "squares"), "How many circles plus squares are there?",
-                   "3", "number")
+                     S.Shape("circle", "red", "large", 14, 14, 10)), 56, (0, 0, 0))
+    q = S.Question("sum_kinds", ("circles", "triangles"),
+                   "How many circles plus triangles are there?", "2", "number")
     assert S.reasoning_trace(scene, q) == (
-        "<think>\nI see 1 large red circle, 1 small blue square and 1 small red circle. "
-        "circles: 2. squares: 1. 2 plus 1 is 3.\n</think>\n\\boxed{3}")
-    assert S.describe(scene) == "1 large red circle, 1 small blue square and 1 small red circle"
+        "<think>\nI see large red circle, small blue square and small red circle. "
+        "circles: red circle 1, red circle 2. triangles: none, 0. 2 plus 0 is 2.\n</think>\n"
+        "\\boxed{2}")
+    q = S.Question("count_color", ("blue",), "How many blue shapes are there?", "1", "number")
+    assert S.reasoning_trace(scene, q).split(". ", 1)[1] == (
+        "blue shapes: blue square 1.\n</think>\n\\boxed{1}")
+    assert S.describe(scene) == "large red circle, small blue square and small red circle"
+
+
+def test_reading_order_follows_cells_not_jitter():
+    # the right-hand shape sits higher in its cell than the left one: still listed second
+    scene = S.Scene((S.Shape("square", "blue", "small", 40, 9, 5),
+                     S.Shape("circle", "red", "small", 16, 20, 5)), 56, (0, 0, 0))
+    assert [s.kind for s in scene.reading_order()] == ["circle", "square"]
+    for ex in S.make_dataset(3, 50, heldout_fraction=0.0).train:
+        cells = [(int(s.cy // 28), int(s.cx // 28)) for s in ex.scene.reading_order()]
+        assert cells == sorted(cells) and len(set(cells)) == len(cells)
 
 
 def test_hallucination_detector():

@@ -17,6 +17,7 @@ from r1v2_jax.train.config_loader import apply_overrides, load_config_file
 SMALL = [
     "config.demo.num_examples=160", "config.demo.num_heldout=8", "config.demo.compare_prompts=4",
     "config.demo.sampled_eval.num_samples=2",
+    "config.vision.steps=2", "config.vision.batch_size=4", "config.vision.eval_scenes=4",
     "config.warmstart.steps=2", "config.warmstart.batch_size=8",
     "config.warmstart.micro_batch_size=8",
     "config.rm.steps=2", "config.rm.num_train_pairs=16", "config.rm.num_calibration=8",
@@ -55,12 +56,12 @@ def test_shipped_recipe_traces_fit_the_generation_budget(tmp_path):
 
 
 def test_stages_in_the_papers_order():
-    assert STAGES == ("warmstart", "rm", "mpo", "grpo")
+    assert STAGES == ("vision", "warmstart", "rm", "mpo", "grpo")
 
 
 def test_every_stage_runs_and_writes_metrics(demo_run):
     out, results, _ = demo_run
-    for stage in ("warmstart", "rm", "mpo", "grpo", "grpo_no_ssb"):
+    for stage in ("vision", "warmstart", "rm", "mpo", "grpo", "grpo_no_ssb"):
         assert os.path.exists(os.path.join(out, stage, "metrics.jsonl")), stage
     for stage in ("warmstart", "mpo", "grpo", "grpo_no_ssb"):
         assert 0.0 <= results[stage]["eval_accuracy"] <= 1.0
@@ -69,6 +70,8 @@ def test_every_stage_runs_and_writes_metrics(demo_run):
         assert r["eval_num_samples"] == 2
         assert 0.0 <= r["eval_sampled_accuracy"] <= r["eval_pass_at_k"] <= 1.0
     assert 0.0 <= results["rm"]["rm_heldout_pair_accuracy"] <= 1.0
+    assert set(results["vision"]) == {"probe_accuracy_kind", "probe_accuracy_color",
+                                      "probe_accuracy_size"}
     assert results["rm"]["rm_calibration_std"] > 0.0
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f)["rm"] == results["rm"]
@@ -102,7 +105,7 @@ def test_summary_holds_every_table(demo_run):
     assert "| sampled accuracy (T>0) | pass@2 |" in text
     for row in ("| warm start (SFT) |", "| MPO |", "| GRPO + SSB |", "| GRPO, no SSB |",
                 "Reward model: held-out pair ranking accuracy", "| DPO |", "| SFT |",
-                "| none (warm start) |"):
+                "| none (warm start) |", "Vision stage: probe accuracy on held-out scenes"):
         assert row in text, row
     prior = next(line for line in text.splitlines() if line.startswith("| answer prior"))
     assert prior.endswith("| - | - | - | - | - | - |"), prior
