@@ -83,8 +83,12 @@ class Sandbox:
         return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("R1V2_", "SLURM_", "FAKE_"))}
-        env["PATH"] = f"{self.bin}{os.pathsep}{env['PATH']}"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("R1V2_", "SLURM_", "FAKE_")) and k != "VIRTUAL_ENV"}
+        # a developer's activated venv must not lend the scripts a real `r1v2`
+        path = [d for d in env["PATH"].split(os.pathsep)
+                if d and not os.path.exists(os.path.join(d, "r1v2"))]
+        env["PATH"] = os.pathsep.join([str(self.bin), *path])
         env["FAKE_CALLS"] = str(self.calls_file)
         env["TMPDIR"] = str(self.root)
         env.update(extra)
