@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 from r1v2_jax.train.metrics import read_metrics
 
-ROWS = (("start", "random init"), ("prior", "answer prior (no image)"), ("warmstart", "warm start (SFT)"), ("mpo", "MPO"),
-        ("grpo", "GRPO + SSB"), ("grpo_no_ssb", "GRPO, no SSB"))
+ROWS = (("start", "random init"), ("prior", "answer prior (no image)"),
+        ("warmstart", "warm start (SFT)"), ("mpo", "MPO"), ("grpo", "GRPO + SSB"),
+        ("grpo_no_ssb", "GRPO, no SSB"))
 OBJECTIVES = (("mpo", "MPO"), ("dpo", "DPO"), ("sft", "SFT"))
 
 

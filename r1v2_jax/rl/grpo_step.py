@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from r1v2_jax.losses import grpo_loss_terms, grpo_metrics

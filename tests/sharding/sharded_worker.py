@@ -13,7 +13,6 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from r1v2_jax.models import VLM, init_params
