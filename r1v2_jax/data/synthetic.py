@@ -71,10 +71,14 @@ class Scene:
     background: tuple[int, int, int]
     grid: int = 2  # cells per side; each shape stays inside its cell
 
+    def cell_of(self, shape: Shape) -> tuple[int, int]:
+        """(row, column) of the grid cell holding `shape`."""
+        cell = self.image_size / self.grid
+        return int(shape.cy // cell), int(shape.cx // cell)
+
     def reading_order(self) -> tuple[Shape, ...]:
         """The shapes cell by cell, rows top to bottom, each row left to right."""
-        cell = self.image_size / self.grid
-        return tuple(sorted(self.shapes, key=lambda s: (int(s.cy // cell), int(s.cx // cell))))
+        return tuple(sorted(self.shapes, key=self.cell_of))
 
     def count(self, *, kind: str | None = None, color: str | None = None,
               size: str | None = None) -> int:

@@ -31,11 +31,10 @@ ATTRIBUTES = (("kind", synthetic.KINDS), ("color", tuple(synthetic.COLORS)),
 
 def cell_labels(scene: synthetic.Scene) -> np.ndarray:
     """int32 [grid*grid, 3]: per cell (row-major) kind, colour and size, 0 for empty."""
-    cell = scene.image_size / scene.grid
     labels = np.zeros((scene.grid * scene.grid, len(ATTRIBUTES)), np.int32)
     for s in scene.shapes:
-        i = int(s.cy // cell) * scene.grid + int(s.cx // cell)
-        labels[i] = [values.index(getattr(s, name)) + 1 for name, values in ATTRIBUTES]
+        row, col = scene.cell_of(s)
+        labels[row * scene.grid + col] = [values.index(getattr(s, name)) + 1 for name, values in ATTRIBUTES]
     return labels
 
 
@@ -118,6 +117,5 @@ def run_vision_stage(ctx, params, stage_dir: str):
     writer.write({"step": steps, "stage": "vision", **metrics})
     writer.close()
     ctx.log(f"[vision] {steps} steps in {time.time() - t0:.0f}s: held-out probe accuracy "
-            + ", ".join(f"{name} {a:.3f}" for name, a in
-                        ((n[len('probe_accuracy_'):], x) for n, x in metrics.items())))
+            + ", ".join(f"{name} {float(a):.3f}" for (name, _), a in zip(ATTRIBUTES, acc)))
     return {**params, "vision": trainable["vision"], "adapter": trainable["adapter"]}, metrics
