@@ -276,7 +276,12 @@ class GRPOTrainer:
     def _update(self, batch: list[Sample], is_weights) -> dict[str, float]:
         g = self.cfg.grpo
         iterations = int(g.num_iterations)
-        old = self._score(batch) if iterations > 1 else None
+        # Only the step's first optimizer update sees the policy the batch was scored with
+        # (rho == 1); every later one (the next mini-batch, the next iteration) needs the
+        # step's old log-probs, or its ratio is 1 and the clip never acts. TRL likewise
+        # keeps old log-probs once a generation batch spans several optimizer steps.
+        several_updates = iterations > 1 or self.mini < len(batch)
+        old = self._score(batch) if several_updates else None
         order = np.arange(len(batch))
         sums: dict[str, list[float]] = {}
         for it in range(iterations):
@@ -286,7 +291,7 @@ class GRPOTrainer:
                                 micro=int(g.micro_batch_size), tiles_per_micro=self.tiles_per_micro,
                                 pad_id=self.tok.pad_id, image_shape=self.image_shape,
                                 is_weights=None if is_weights is None else is_weights[idx])
-                if it == 0:
+                if it == 0 and start == 0:
                     fn = self.update_on_policy
                 else:
                     mb.old_logps = old[idx].reshape(mb.old_logps.shape)
