@@ -52,3 +52,27 @@ def test_later_mini_batches_see_the_moved_policy(tmp_path):
     rows = _update_metrics(tmp_path, 4)
     assert rows and any(r["clip_frac"] > 0.0 for r in rows)
     assert any(abs(r["ratio_mean"] - 1.0) > 1e-3 for r in rows)
+
+
+def test_sampler_and_update_agree_on_log_probs(tmp_path):
+    """The rollout's behaviour log-probs and the trainer's scoring of the packed batch are
+    the same numbers at the same positions: the ratio of a fresh sample starts at 1, and
+    the policy gradient lands on the tokens that were sampled."""
+    from r1v2_jax.rl.rollout import SamplingOptions, rollout
+
+    cfg = apply_overrides(load_config_file("configs/grpo_demo.py"), OVERRIDES)
+    ctx = build_context(cfg, str(tmp_path), log=lambda _: None)
+    params = init_params(ctx.model, jax.random.key(1))
+    trainer = GRPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                          train=ctx.train, heldout=ctx.heldout, score=_length_reward,
+                          workdir=str(tmp_path), log=lambda _: None)
+    groups = rollout(ctx.model, params, ctx.train[:2], SamplingOptions(4, 8, 1.0),
+                     tokenizer=ctx.tokenizer, prompt=ctx.prompt, seed=3, policy_version=0,
+                     score=_length_reward)
+    samples = [s for g in groups for s in g]
+    scored = trainer._score(samples)
+    for s, row in zip(samples, scored):
+        start = len(s.example.prompt_ids) - 1
+        assert len(s.behaviour_logps) == len(s.completion_ids) > 0
+        np.testing.assert_allclose(row[start:start + len(s.completion_ids)], s.behaviour_logps,
+                                   atol=1e-4)
