@@ -208,8 +208,8 @@ def reasoning_trace(scene: Scene, question: Question) -> str:
         step = counting_step(scene, subj[0], kind=_SINGULAR[subj[0]])
     elif q == "sum_kinds":
         a, b = (scene.count(kind=_SINGULAR[k]) for k in subj)
-        step = (f"{counting_step(scene, subj[0], kind=_SINGULAR[subj[0]])} "
-                f"{counting_step(scene, subj[1], kind=_SINGULAR[subj[1]])} {a} plus {b} is {a + b}.")
+        steps = [counting_step(scene, k, kind=_SINGULAR[k]) for k in subj]
+        step = f"{steps[0]} {steps[1]} {a} plus {b} is {a + b}."
     elif q == "largest_color":
         step = f"the largest shape is {question.answer}."
     elif q == "kind_of_color":

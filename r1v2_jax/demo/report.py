@@ -112,8 +112,9 @@ def plot_runs(out: str) -> list[str]:
 
 
 def write_report(out: str, results: dict[str, Any], log: Callable[[str], None] = print) -> str:
-    table = "\n\n".join(x for x in (summary_table(out, results), vision_line(results), reward_model_line(results),
-                                     objectives_table(results)) if x)
+    parts = (summary_table(out, results), vision_line(results), reward_model_line(results),
+             objectives_table(results))
+    table = "\n\n".join(x for x in parts if x)
     plots = plot_runs(out)
     text = "# r1v2 demo summary\n\n" + table + "\n\n" + "\n".join(f"![]({os.path.basename(p)})" for p in plots) + \
         f"\n\nTotal time: {results.get('seconds', 0):.0f} s\n"

@@ -34,7 +34,8 @@ def cell_labels(scene: synthetic.Scene) -> np.ndarray:
     labels = np.zeros((scene.grid * scene.grid, len(ATTRIBUTES)), np.int32)
     for s in scene.shapes:
         row, col = scene.cell_of(s)
-        labels[row * scene.grid + col] = [values.index(getattr(s, name)) + 1 for name, values in ATTRIBUTES]
+        labels[row * scene.grid + col] = [values.index(getattr(s, name)) + 1
+                                          for name, values in ATTRIBUTES]
     return labels
 
 
@@ -81,14 +82,15 @@ def run_vision_stage(ctx, params, stage_dir: str):
     fraction = float(ctx.cfg.demo.heldout_fraction)
     batch, steps = int(v.batch_size), int(v.steps)
     t0 = time.time()
-    pixels, labels = _arrays(probe_scenes(steps * batch, int(v.seed), scene_cfg,
-                                          heldout_fraction=fraction), size)
+    # rendered a batch at a time: all of them at once would hold ~0.7 GB of float pixels
+    scenes = probe_scenes(steps * batch, int(v.seed), scene_cfg, heldout_fraction=fraction)
     eval_pixels, eval_labels = _arrays(probe_scenes(int(v.eval_scenes), int(v.seed) + 1, scene_cfg,
                                                     heldout_fraction=fraction, heldout=True), size)
     classes = sum(len(values) + 1 for _, values in ATTRIBUTES)
     width = ctx.model.num_image_tokens * ctx.model.text.hidden_size
-    head = {"kernel": jnp.zeros((width, labels.shape[1] * classes), jnp.float32),
-            "bias": jnp.zeros((labels.shape[1] * classes,), jnp.float32)}
+    cells = scene_cfg.grid * scene_cfg.grid
+    head = {"kernel": jnp.zeros((width, cells * classes), jnp.float32),
+            "bias": jnp.zeros((cells * classes,), jnp.float32)}
     trainable = {"vision": params["vision"], "adapter": params["adapter"], "head": head}
     optim = ml_collections.ConfigDict(dict(ctx.cfg.optim))
     optim.update(lr=float(v.lr), warmup_steps=int(v.warmup), total_steps=steps, schedule="cosine")
@@ -107,8 +109,8 @@ def run_vision_stage(ctx, params, stage_dir: str):
 
     writer = MetricsWriter(stage_dir)
     for step in range(1, steps + 1):
-        sl = slice((step - 1) * batch, step * batch)
-        trainable, opt_state, loss, _ = update(trainable, opt_state, pixels[sl], labels[sl])
+        pixels, labels = _arrays(scenes[(step - 1) * batch:step * batch], size)
+        trainable, opt_state, loss, _ = update(trainable, opt_state, pixels, labels)
         if step % 50 == 0 or step == steps:
             writer.write({"step": step, "stage": "vision", "loss": float(loss),
                           "seconds": time.time() - t0})
@@ -117,5 +119,6 @@ def run_vision_stage(ctx, params, stage_dir: str):
     writer.write({"step": steps, "stage": "vision", **metrics})
     writer.close()
     ctx.log(f"[vision] {steps} steps in {time.time() - t0:.0f}s: held-out probe accuracy "
-            + ", ".join(f"{name} {float(a):.3f}" for (name, _), a in zip(ATTRIBUTES, acc)))
+            + ", ".join(f"{name} {metrics['probe_accuracy_' + name]:.3f}"
+                        for name, _ in ATTRIBUTES))
     return {**params, "vision": trainable["vision"], "adapter": trainable["adapter"]}, metrics
