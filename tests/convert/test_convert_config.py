@@ -13,7 +13,8 @@ from r1v2_jax.convert.hf_config_out import hf_config_dict
 from r1v2_jax.convert.mapping import leaf_shapes, rules_for
 from r1v2_jax.models.config import TextConfig, VisionConfig
 
-SPEC = Path("/work/shared/spec")
+# Copies of the spec's reconstructed 38B config and key list (the repo reads nothing outside it).
+SPEC = Path(__file__).resolve().parents[1] / "fixtures"
 SPEC_CONFIG = json.loads((SPEC / "r1v2_38b_config.json").read_text())
 
 
