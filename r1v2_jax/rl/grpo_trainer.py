@@ -49,13 +49,15 @@ def seq_len_for(examples: Sequence[PromptExample], max_new_tokens: int, multiple
 # Compiled functions are shared by trainers with the same static settings (a second run,
 # a resumed run, the demo's run without SSB), so they compile once per process.
 @functools.lru_cache(maxsize=None)
-def _optimizer(optim_items):
-    return make_optimizer(ml_collections.ConfigDict(dict(optim_items)))
+def _optimizer(optim_items, updates_per_step):
+    return make_optimizer(ml_collections.ConfigDict(dict(optim_items)),
+                          updates_per_step=updates_per_step)
 
 
 @functools.lru_cache(maxsize=None)
-def _update_fn(config, opts, optim_items, compute_dtype):
-    return make_grpo_update(config, opts, _optimizer(optim_items), compute_dtype=compute_dtype,
+def _update_fn(config, opts, optim_items, updates_per_step, compute_dtype):
+    return make_grpo_update(config, opts, _optimizer(optim_items, updates_per_step),
+                            compute_dtype=compute_dtype,
                             donate=False)
 
 
@@ -106,7 +108,9 @@ class GRPOTrainer:
         self.ref_trainable = jax.tree.map(jnp.copy, trainable) if keep_ref else trainable
         self.trainable = trainable
         optim_items = tuple(sorted(cfg.optim.to_dict().items()))
-        self.optimizer = _optimizer(optim_items)
+        # optim.warmup_steps / total_steps count GRPO steps: all updates of a step share its lr
+        updates_per_step = int(g.num_iterations) * (self.batch_size // self.mini)
+        self.optimizer = _optimizer(optim_items, updates_per_step)
         self.opt_state = jax.jit(self.optimizer.init)(trainable)
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.step = 0
@@ -118,10 +122,10 @@ class GRPOTrainer:
         self.by_uid = {e.uid: e for e in self.train_examples}
         self.update_on_policy = _update_fn(model_config, dataclasses.replace(
             opts, use_old_logps=False, use_is_weights=self._needs_is()), optim_items,
-            self.compute_dtype)
+            updates_per_step, self.compute_dtype)
         self.update_off_policy = _update_fn(model_config, dataclasses.replace(
             opts, use_old_logps=True, use_is_weights=self._needs_is()), optim_items,
-            self.compute_dtype)
+            updates_per_step, self.compute_dtype)
         self.score_logps = _score_fn(model_config, float(r.temperature))
         self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=int(cfg.train.checkpoint_every),
