@@ -80,8 +80,18 @@ def test_replay_never_exceeds_buffer_or_zero_slots():
     assert b.replayed.sum() == 0
 
 
-@pytest.mark.parametrize("alpha", [1.0, 2.0])
-def test_single_slot_frequencies_follow_priority(alpha):
+def test_replay_priority_hand_values():
+    # |A|^alpha + floor, written out: alpha=2 squares, alpha=0.5 takes the square root
+    np.testing.assert_allclose(replay_priority([0.5, -2.0, 0.0], 2.0, 0.1), [0.35, 4.1, 0.1])
+    np.testing.assert_allclose(replay_priority([0.25, -4.0], 0.5, 0.01), [0.51, 2.01])
+
+
+# Non-default alphas only: with alpha=1 a priority that ignores alpha looks right.
+@pytest.mark.parametrize("alpha,weights", [
+    (2.0, [0.06, 0.30, 1.05, 4.05, 0.05]),  # |A|^2 + 0.05 for A = 0.1, -0.5, 1, 2, 0
+    (0.5, [0.3662278, 0.7571068, 1.05, 1.4642136, 0.05]),  # sqrt|A| + 0.05
+])
+def test_single_slot_frequencies_follow_priority(alpha, weights):
     advs = [0.1, -0.5, 1.0, 2.0, 0.0]  # a stored 0 is reachable only through the floor
     cfg = SSBConfig(alpha=alpha, floor=0.05, max_replay_ratio=0.5, max_reuse=10**9)
     state = filled_state(advs)
@@ -91,7 +101,7 @@ def test_single_slot_frequencies_follow_priority(alpha):
         new, batch = assemble_batch(state, fresh, step=1, policy_version=0, config=cfg)
         counts[batch.entry_ids[1]] += 1
         state = replace(state, rng_state=new.rng_state)  # same entries, next RNG draw
-    p = replay_priority(advs, alpha, 0.05)
+    p = np.asarray(weights)  # computed by hand, not with replay_priority
     expected = p / p.sum() * counts.sum()
     assert chisquare(counts, expected).pvalue > 1e-3
     np.testing.assert_allclose(counts / counts.sum(), p / p.sum(), atol=0.02)

@@ -1,0 +1,93 @@
+"""Packing samples into an update batch: every array checked against a hand-written layout.
+
+Position t of completion_mask / old_logps scores target token t+1, so the completion's
+first token (at index len(prompt)) is marked at t = len(prompt) - 1.  A mask shifted by one
+still trains on-policy without a visible metric change, hence these exact layouts.
+"""
+
+import numpy as np
+import pytest
+
+from r1v2_jax.rl.batching import grpo_batch, pack_sequences
+from r1v2_jax.rl.examples import PromptExample
+from r1v2_jax.rl.rollout import Sample
+
+PAD = 9
+
+
+def test_pack_sequences_hand_layout():
+    ids, attn, comp = pack_sequences([np.array([11, 12, 13]), np.array([21])],
+                                     [np.array([31, 32]), np.array([41, 42, 43, 44])], 7, PAD)
+    np.testing.assert_array_equal(ids, [[11, 12, 13, 31, 32, 9, 9],
+                                        [21, 41, 42, 43, 44, 9, 9]])
+    np.testing.assert_array_equal(attn, [[1, 1, 1, 1, 1, 0, 0],
+                                         [1, 1, 1, 1, 1, 0, 0]])
+    # targets (ids[1:]):               12  13  31  32  pad pad
+    np.testing.assert_array_equal(comp, [[0, 0, 1, 1, 0, 0],
+                                         [1, 1, 1, 1, 0, 0]])  # 41 42 43 44 pad pad
+    assert comp.dtype == np.float32 and ids.dtype == np.int32
+
+
+def test_pack_sequences_marks_exactly_the_completion_targets():
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(10, 99, n) for n in (1, 4, 6)]
+    comps = [rng.integers(100, 199, n) for n in (5, 1, 3)]
+    ids, _, comp = pack_sequences(prompts, comps, 10, PAD)
+    for row, c in zip(range(3), comps):
+        np.testing.assert_array_equal(ids[row, 1:][comp[row] == 1], c)
+    with pytest.raises(ValueError, match="exceeds seq_len=8"):
+        pack_sequences([np.arange(5)], [np.arange(4)], 8, PAD)
+
+
+def _sample(uid, prompt, completion, logps, adv, tiles):
+    ex = PromptExample(uid, np.asarray(prompt, np.int32), tiles, "q", "a", "number")
+    return Sample(ex, np.asarray(completion, np.int32), np.asarray(logps, np.float32), "r", False,
+                  advantage=adv)
+
+
+def test_grpo_batch_hand_layout():
+    tile = lambda v: np.full((1, 4, 4, 3), v, np.float32)  # noqa: E731
+    samples = [
+        _sample(0, [11, 12], [31, 32, 33], [-0.1, -0.2, -0.3], 1.5, tile(1.0)),
+        _sample(1, [21, 22, 23], [41], [-0.4], -0.5, np.zeros((0, 4, 4, 3), np.float32)),
+        _sample(2, [51], [61, 62], [-0.6, -0.7], 0.25, np.concatenate([tile(2.0), tile(3.0)])),
+        _sample(3, [71, 72, 73, 74], [81, 82], [-0.8, -0.9], -2.0, tile(4.0)),
+    ]
+    b = grpo_batch(samples, seq_len=7, micro=2, tiles_per_micro=3, pad_id=PAD,
+                   image_shape=(4, 4, 3), is_weights=np.array([1.0, 0.5, 2.0, 0.25]))
+    np.testing.assert_array_equal(b.input_ids, [[[11, 12, 31, 32, 33, 9, 9],
+                                                 [21, 22, 23, 41, 9, 9, 9]],
+                                                [[51, 61, 62, 9, 9, 9, 9],
+                                                 [71, 72, 73, 74, 81, 82, 9]]])
+    np.testing.assert_array_equal(b.attention_mask, [[[1, 1, 1, 1, 1, 0, 0],
+                                                      [1, 1, 1, 1, 0, 0, 0]],
+                                                     [[1, 1, 1, 0, 0, 0, 0],
+                                                      [1, 1, 1, 1, 1, 1, 0]]])
+    np.testing.assert_array_equal(b.completion_mask, [[[0, 1, 1, 1, 0, 0],
+                                                       [0, 0, 1, 0, 0, 0]],
+                                                      [[1, 1, 0, 0, 0, 0],
+                                                       [0, 0, 0, 1, 1, 0]]])
+    np.testing.assert_allclose(b.old_logps, [[[0, -0.1, -0.2, -0.3, 0, 0],
+                                              [0, 0, -0.4, 0, 0, 0]],
+                                             [[-0.6, -0.7, 0, 0, 0, 0],
+                                              [0, 0, 0, -0.8, -0.9, 0]]], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(b.advantages, [[1.5, -0.5], [0.25, -2.0]])
+    np.testing.assert_allclose(b.is_weights, [[1.0, 0.5], [2.0, 0.25]])
+    # tiles: micro-batch 0 holds sample 0's one tile, micro-batch 1 samples 2 and 3's three
+    assert b.pixel_values.shape == (2, 3, 4, 4, 3)
+    np.testing.assert_array_equal(b.pixel_values[:, :, 0, 0, 0], [[1, 0, 0], [2, 3, 4]])
+
+
+def test_grpo_batch_defaults_and_errors():
+    samples = [_sample(i, [5, 6], [7], [-1.0], float(i), np.zeros((0, 4, 4, 3), np.float32))
+               for i in range(4)]
+    b = grpo_batch(samples, seq_len=4, micro=4, tiles_per_micro=0, pad_id=PAD,
+                   image_shape=(4, 4, 3))
+    assert b.pixel_values is None
+    np.testing.assert_array_equal(b.is_weights, np.ones((1, 4)))
+    with pytest.raises(ValueError, match="not a multiple of micro_batch_size=3"):
+        grpo_batch(samples, seq_len=4, micro=3, tiles_per_micro=0, pad_id=PAD,
+                   image_shape=(4, 4, 3))
+    big = [_sample(0, [5], [7], [-1.0], 1.0, np.zeros((3, 4, 4, 3), np.float32))]
+    with pytest.raises(ValueError, match="tiles_per_micro=2"):
+        grpo_batch(big, seq_len=4, micro=1, tiles_per_micro=2, pad_id=PAD, image_shape=(4, 4, 3))
