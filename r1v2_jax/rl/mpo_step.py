@@ -31,6 +31,7 @@ import optax
 
 from r1v2_jax.losses import BCODeltaState, dpo_loss, mpo_loss, sequence_logps, sft_loss
 from r1v2_jax.models import VLMConfig
+from r1v2_jax.rl.pair_forward import pair_rows
 from r1v2_jax.train.steps import accumulate, apply_update, merged, sequence_token_logps
 
 LOSSES = ("mpo", "dpo", "sft")
@@ -76,11 +77,11 @@ class MPOLossOptions:
 
 
 def pair_token_logps(config: VLMConfig, params, mb: MPOBatch, chunk: int):
-    """Token log-probs [b, T-1] of chosen and rejected, one forward over the 2b rows."""
+    """Token log-probs [b, T-1] of chosen and rejected, one forward over the 2b rows
+    (each side's rows see their prompts' own tiles: `rl/pair_forward.py`)."""
     b = mb.chosen_ids.shape[0]
-    ids = jnp.concatenate([mb.chosen_ids, mb.rejected_ids])
-    attention = jnp.concatenate([mb.chosen_attention, mb.rejected_attention])
-    pixels = None if mb.pixel_values is None else jnp.concatenate([mb.pixel_values] * 2)
+    ids, attention, pixels = pair_rows(config, mb.chosen_ids, mb.chosen_attention,
+                                       mb.rejected_ids, mb.rejected_attention, mb.pixel_values)
     logps = sequence_token_logps(config, params, ids, attention, pixels, chunk_size=chunk)
     return logps[:b], logps[b:]
 

@@ -27,6 +27,7 @@ from r1v2_jax.losses import reward_model_loss
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.models.reward_model import VALUE_HEAD, reward_scores
 from r1v2_jax.rl.batching import pack_sequences, pack_tiles, to_micro
+from r1v2_jax.rl.pair_forward import pair_rows
 from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.optimizer import make_optimizer
@@ -60,11 +61,11 @@ def rm_batch(pairs: Sequence[PreferencePair], *, seq_len: int, micro: int, tiles
 
 
 def pair_scores(config: VLMConfig, params, mb: RMBatch):
-    """(s+, s-) [b] each, in one forward over the 2b rows (images given twice)."""
+    """(s+, s-) [b] each, in one forward over the 2b rows (each side's rows see their
+    prompts' own tiles: `rl/pair_forward.py`)."""
     b = mb.chosen_ids.shape[0]
-    ids = jnp.concatenate([mb.chosen_ids, mb.rejected_ids])
-    mask = jnp.concatenate([mb.chosen_mask, mb.rejected_mask])
-    pixels = None if mb.pixel_values is None else jnp.concatenate([mb.pixel_values] * 2)
+    ids, mask, pixels = pair_rows(config, mb.chosen_ids, mb.chosen_mask, mb.rejected_ids,
+                                  mb.rejected_mask, mb.pixel_values)
     s = reward_scores(config, params, ids, mask, pixels)
     return s[:b], s[b:]
 
