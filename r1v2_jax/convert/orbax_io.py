@@ -4,13 +4,17 @@
 array straight into given shardings so that no host ever holds the whole model.
 `open_leaf_stores` opens the stored arrays through TensorStore with orbax's own specs,
 so converters can read one layer slice at a time.
+
+Paths go through `etils.epath` (local, `gs://`, ...). orbax and TensorStore refuse relative
+local paths, so `as_abs_path` makes them absolute against the current directory first.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-from pathlib import Path
+import traceback
 from typing import Any
 
 import jax
@@ -28,8 +32,14 @@ PARAMS_DIR = "params"
 CONFIG_FILE = "model_config.json"
 
 
-def read_jax_config(path: str | Path) -> VLMConfig:
-    file = Path(path) / CONFIG_FILE
+def as_abs_path(path: str | os.PathLike) -> epath.Path:
+    """An epath.Path; a relative local path is made absolute (orbax refuses relative ones)."""
+    path = epath.Path(path)
+    return path if path.is_absolute() else epath.Path(os.path.abspath(os.fspath(path)))
+
+
+def read_jax_config(path: str | os.PathLike) -> VLMConfig:
+    file = as_abs_path(path) / CONFIG_FILE
     try:
         return VLMConfig.from_dict(json.loads(file.read_text()))
     except FileNotFoundError:
@@ -38,10 +48,11 @@ def read_jax_config(path: str | Path) -> VLMConfig:
         raise ConversionError(f"{file}: invalid model config ({err})") from None
 
 
-def write_jax_config(config: VLMConfig, path: Path) -> None:
+def write_jax_config(config: VLMConfig, path: str | os.PathLike) -> None:
+    path = as_abs_path(path)
     tmp = path / (CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(config.to_dict(), indent=2))
-    os.replace(tmp, path / CONFIG_FILE)
+    tmp.replace(path / CONFIG_FILE)
 
 
 def check_params(config: VLMConfig, shapes: dict[LeafPath, tuple], where: str) -> None:
@@ -58,32 +69,64 @@ def check_params(config: VLMConfig, shapes: dict[LeafPath, tuple], where: str) -
         raise ConversionError(problems)
 
 
-def save_jax_checkpoint(config: VLMConfig, params: dict, path: str | Path) -> None:
+def remove_orbax_tmp(target: epath.Path) -> None:
+    """Deletes what a failed orbax save of `target` left (`<name>.orbax-checkpoint-tmp*`)."""
+    for tmp in target.parent.glob(f"{target.name}.orbax-checkpoint-tmp*"):
+        tmp.rmtree(missing_ok=True)
+
+
+def save_pytree(tree: dict, target: epath.Path) -> None:
+    """orbax PyTree save of `tree` into the new folder `target`; nothing is left on failure.
+
+    When a write fails, TensorStore objects still referenced by the traceback's frames
+    flush their pending writes (the OCDBT manifest) only when collected, which would
+    re-create the temporary folder after it was removed: free them first.
+    """
+    try:
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
+            ckptr.save(target, args=ocp.args.PyTreeSave(tree))
+        return
+    except BaseException as err:
+        error = err
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    remove_orbax_tmp(target)
+    raise error
+
+
+def save_jax_checkpoint(config: VLMConfig, params: dict, path: str | os.PathLike) -> None:
     """Saves `params` (numpy or jax arrays, possibly sharded) with orbax, plus the config.
 
     orbax writes `params/` atomically (temporary folder + rename, on every host); the
-    config file is written afterwards by the primary process.
+    config file is written afterwards by the primary process. A failed save leaves no
+    temporary folder (and no `path` when this call created it).
     """
-    path = Path(path)
+    path = as_abs_path(path)
     check_params(config, {k: tuple(v.shape) for k, v in flatten(params).items()}, "params")
     if (path / PARAMS_DIR).exists():
         raise ConversionError(f"{path / PARAMS_DIR}: already exists; refusing to overwrite")
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        ckptr.save(epath.Path(path / PARAMS_DIR), args=ocp.args.PyTreeSave(params))
-    if jax.process_index() == 0:
-        write_jax_config(config, path)
+    try:
+        save_pytree(params, path / PARAMS_DIR)
+        if jax.process_index() == 0:
+            write_jax_config(config, path)
+    except BaseException:
+        if created and jax.process_index() == 0 and not any(path.iterdir()):
+            path.rmdir()
+        raise
 
 
-def _stored_leaves(path: Path) -> dict[LeafPath, Any]:
+def _stored_leaves(path: epath.Path) -> dict[LeafPath, Any]:
     params_dir = path / PARAMS_DIR
     if not params_dir.is_dir():
         raise ConversionError(f"{params_dir}: not found (not a JAX checkpoint folder)")
-    meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(params_dir))
+    meta = ocp.PyTreeCheckpointHandler().metadata(params_dir)
     return flatten(meta.tree)
 
 
-def load_jax_checkpoint(path: str | Path, *, shardings=None, dtype=None) -> tuple[VLMConfig, dict]:
+def load_jax_checkpoint(path: str | os.PathLike, *, shardings=None,
+                        dtype=None) -> tuple[VLMConfig, dict]:
     """(config, params) from a folder written by `save_jax_checkpoint` / `convert_to_jax`.
 
     shardings: None -> numpy arrays on this host; else a pytree of `jax.sharding.Sharding`
@@ -91,7 +134,7 @@ def load_jax_checkpoint(path: str | Path, *, shardings=None, dtype=None) -> tupl
       (each process reads only its own shards).
     dtype: None keeps the stored dtype, else e.g. "bfloat16" (cast while reading).
     """
-    path = Path(path)
+    path = as_abs_path(path)
     config = read_jax_config(path)
     stored = _stored_leaves(path)
     check_params(config, {k: tuple(m.shape) for k, m in stored.items()}, str(path / PARAMS_DIR))
@@ -107,20 +150,21 @@ def load_jax_checkpoint(path: str | Path, *, shardings=None, dtype=None) -> tupl
         args = {k: ocp.ArrayRestoreArgs(sharding=flat_shardings[k], global_shape=tuple(m.shape),
                                         dtype=cast) for k, m in stored.items()}
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        params = ckptr.restore(epath.Path(path / PARAMS_DIR), args=ocp.args.PyTreeRestore(
+        params = ckptr.restore(path / PARAMS_DIR, args=ocp.args.PyTreeRestore(
             restore_args=unflatten(args)))
     if cast is not None:
         config = config.replace(param_dtype=cast.name)
     return config, params
 
 
-def open_leaf_stores(path: str | Path) -> tuple[VLMConfig, dict[LeafPath, ts.TensorStore]]:
+def open_leaf_stores(path: str | os.PathLike) -> tuple[VLMConfig,
+                                                     dict[LeafPath, ts.TensorStore]]:
     """Config and one read-only TensorStore per parameter of a JAX checkpoint folder."""
-    path = Path(path)
+    path = as_abs_path(path)
     config = read_jax_config(path)
     stored = _stored_leaves(path)
     check_params(config, {k: tuple(m.shape) for k, m in stored.items()}, str(path / PARAMS_DIR))
-    params_dir = epath.Path(path / PARAMS_DIR)
+    params_dir = path / PARAMS_DIR
     use_ocdbt = ocp.type_handlers.is_ocdbt_checkpoint(params_dir)
     meta = ocp.PyTreeCheckpointHandler().metadata(params_dir)
     context = ocp.type_handlers.get_ts_context(use_ocdbt=use_ocdbt)

@@ -15,18 +15,19 @@ HF folder: the VLM checkpoint exactly as `save_hf` writes it (either layout) plu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from etils import epath
 from safetensors.numpy import save_file
 
 from r1v2_jax.convert.errors import ConversionError
 from r1v2_jax.convert.hf_load import load_hf, resolve_dtype
 from r1v2_jax.convert.hf_save import DEFAULT_SHARD_SIZE, convert_to_hf, save_hf
-from r1v2_jax.convert.orbax_io import load_jax_checkpoint, read_jax_config, save_jax_checkpoint
+from r1v2_jax.convert.orbax_io import (CONFIG_FILE, PARAMS_DIR, as_abs_path, load_jax_checkpoint,
+                                       read_jax_config, save_jax_checkpoint, save_pytree)
 from r1v2_jax.convert.safetensors_files import FLOAT_DTYPES, read_header, read_tensor
 from r1v2_jax.models.config import VLMConfig
 from r1v2_jax.models.reward_model import VALUE_HEAD, split_value_head
@@ -59,26 +60,43 @@ def head_from_hf(tensors: dict[str, np.ndarray]) -> dict:
 
 
 # ----------------------------------------------------------------------------- JAX
-def save_reward_model(config: VLMConfig, rm_params: dict, path: str | Path) -> None:
-    """VLM part via `save_jax_checkpoint`, the head as path/value_head (orbax)."""
+def save_reward_model(config: VLMConfig, rm_params: dict, path: str | os.PathLike) -> None:
+    """VLM part via `save_jax_checkpoint`, the head as path/value_head (orbax).
+
+    A failed save removes what it wrote: no backbone is left without its head.
+    """
+    path = as_abs_path(path)
     lm, head = split_value_head(rm_params)
     _check_head(config, head, "rm_params")
+    if (path / VALUE_HEAD_DIR).exists():
+        raise ConversionError(f"{path / VALUE_HEAD_DIR}: already exists; refusing to overwrite")
+    created = not path.exists()
     save_jax_checkpoint(config, lm, path)
+    try:
+        save_pytree(head, path / VALUE_HEAD_DIR)
+    except BaseException:
+        if jax.process_index() == 0:
+            (path / PARAMS_DIR).rmtree(missing_ok=True)
+            (path / CONFIG_FILE).unlink(missing_ok=True)
+            if created and not any(path.iterdir()):
+                path.rmdir()
+        raise
+
+
+def _restore_head(head_dir, dtype=None) -> dict:
+    cast = None if dtype is None else resolve_dtype(dtype)
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        ckptr.save(epath.Path(Path(path) / VALUE_HEAD_DIR), args=ocp.args.PyTreeSave(head))
+        return ckptr.restore(head_dir, args=ocp.args.PyTreeRestore(restore_args={
+            k: ocp.RestoreArgs(restore_type=np.ndarray, dtype=cast) for k in ("kernel", "bias")}))
 
 
-def load_reward_model(path: str | Path, *, dtype=None) -> tuple[VLMConfig, dict]:
+def load_reward_model(path: str | os.PathLike, *, dtype=None) -> tuple[VLMConfig, dict]:
     """(config, rm params as numpy): the inverse of `save_reward_model`."""
-    path = Path(path)
-    head_dir = path / VALUE_HEAD_DIR
+    head_dir = as_abs_path(path) / VALUE_HEAD_DIR
     if not head_dir.is_dir():
         raise ConversionError(f"{head_dir}: not found (a VLM checkpoint without a value head?)")
     config, lm = load_jax_checkpoint(path, dtype=dtype)
-    cast = None if dtype is None else resolve_dtype(dtype)
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        head = ckptr.restore(epath.Path(head_dir), args=ocp.args.PyTreeRestore(restore_args={
-            k: ocp.RestoreArgs(restore_type=np.ndarray, dtype=cast) for k in ("kernel", "bias")}))
+    head = _restore_head(head_dir, dtype)
     _check_head(config, head, str(head_dir))
     return config, {**lm, VALUE_HEAD: head}
 
@@ -106,12 +124,10 @@ def convert_reward_model_to_hf(src: str | Path, dst: str | Path, layout: str = "
                                dtype=None, shard_size: int | str = DEFAULT_SHARD_SIZE) -> Path:
     """JAX reward-model folder -> HF folder, the VLM streamed as by `convert_to_hf`."""
     config = read_jax_config(src)
-    head_dir = Path(src) / VALUE_HEAD_DIR
+    head_dir = as_abs_path(src) / VALUE_HEAD_DIR
     if not head_dir.is_dir():
         raise ConversionError(f"{head_dir}: not found (a VLM checkpoint without a value head?)")
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        head = ckptr.restore(epath.Path(head_dir), args=ocp.args.PyTreeRestore(restore_args={
-            k: ocp.RestoreArgs(restore_type=np.ndarray) for k in ("kernel", "bias")}))
+    head = _restore_head(head_dir)
     _check_head(config, head, str(head_dir))
     out = convert_to_hf(src, dst, layout, dtype=dtype, shard_size=shard_size)
     _write_head_file(head, out, dtype)
