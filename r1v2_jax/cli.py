@@ -3,6 +3,8 @@
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds an
 argparse parser whose `func` default runs the job. Modules are imported lazily so that
 `r1v2 --help` stays fast and a broken optional dependency only affects its own command.
+User errors (`r1v2_jax.errors`) print one line `r1v2 <command>: error: ...` and exit 2;
+internal errors keep their traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from r1v2_jax.errors import run_command
 
 # subcommand -> module that registers it
 _COMMANDS = {
@@ -43,7 +47,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_command(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

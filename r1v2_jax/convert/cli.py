@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from r1v2_jax.convert.hf_save import DEFAULT_SHARD_SIZE
 
@@ -43,14 +42,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _report(convert) -> int:
-    """Bad input is a message on stderr and exit status 1, not a traceback."""
-    from r1v2_jax.convert.errors import ConversionError
+    """SIGTERM/SIGINT raise inside the conversion, so its cleanup removes the hidden partial
+    folder; bad input (ConversionError, a full or read-only disk) reaches `r1v2_jax.cli`,
+    which prints one line and exits 2."""
+    from r1v2_jax.errors import signals_raise
 
-    try:
+    with signals_raise():
         out = convert()
-    except ConversionError as err:
-        print(f"r1v2 convert: error: {err}", file=sys.stderr)
-        return 1
     print(f"wrote {out}")
     return 0
 

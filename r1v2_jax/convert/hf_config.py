@@ -27,11 +27,14 @@ _MISSING = object()
 def read_config_json(path: str | Path) -> dict[str, Any]:
     file = Path(path) / "config.json"
     try:
-        return json.loads(file.read_text())
+        raw = json.loads(file.read_text())
     except FileNotFoundError:
         raise ConversionError(f"{file}: not found") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConversionError(f"{file}: invalid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{file}: expected a JSON object, got a {type(raw).__name__}")
+    return raw
 
 
 def detect_layout(raw: dict[str, Any], where: str = "config.json") -> str:
@@ -96,6 +99,13 @@ class _Fields:
             raise self.fail(key, f"has value {value!r}; expected {getattr(kind, '__name__', kind)}")
         return value
 
+    def size(self, key: str, default: Any = _MISSING) -> int:
+        """A positive int (a count or a dimension: 0 would divide by zero later)."""
+        value = self.get(key, int, default)
+        if value < 1:
+            raise self.fail(key, f"is {value}; expected a positive integer")
+        return value
+
     def expect(self, key: str, allowed: tuple, default: Any = _MISSING, why: str = "") -> Any:
         value = self.get(key, object, default)
         if value not in allowed:
@@ -110,6 +120,8 @@ class _Fields:
             if not square or not all(isinstance(v, int) for v in value):
                 raise self.fail(key, f"is {value}; only square sizes are supported")
             value = value[0]
+        if isinstance(value, bool) or value < 1:
+            raise self.fail(key, f"is {value}; expected a positive integer")
         return value
 
 
@@ -131,18 +143,18 @@ def _text(f: _Fields, tie: bool) -> TextConfig:
     layer_types = f.get("layer_types", list, None)
     if layer_types is not None and any(t != "full_attention" for t in layer_types):
         raise f.fail("layer_types", "contains non-full attention layers, which are not modelled")
-    heads = f.get("num_attention_heads", int)
-    hidden = f.get("hidden_size", int)
+    heads = f.size("num_attention_heads")
+    hidden = f.size("hidden_size")
     defaults = TextConfig()
     return TextConfig(
-        vocab_size=f.get("vocab_size", int), hidden_size=hidden,
-        intermediate_size=f.get("intermediate_size", int),
-        num_hidden_layers=f.get("num_hidden_layers", int), num_attention_heads=heads,
-        num_key_value_heads=f.get("num_key_value_heads", int, heads),
-        head_dim=f.get("head_dim", int, hidden // heads),
+        vocab_size=f.size("vocab_size"), hidden_size=hidden,
+        intermediate_size=f.size("intermediate_size"),
+        num_hidden_layers=f.size("num_hidden_layers"), num_attention_heads=heads,
+        num_key_value_heads=f.size("num_key_value_heads", heads),
+        head_dim=f.size("head_dim", hidden // heads),
         rms_norm_eps=f.get("rms_norm_eps", float),
         rope_theta=rope_theta,
-        max_position_embeddings=f.get("max_position_embeddings", int),
+        max_position_embeddings=f.size("max_position_embeddings"),
         tie_word_embeddings=tie,
         bos_token_id=f.get("bos_token_id", int, defaults.bos_token_id),
         eos_token_id=_single_id(f, "eos_token_id", defaults.eos_token_id))
@@ -172,11 +184,11 @@ def _vision(f: _Fields, *, layout_b: bool) -> VisionConfig:
         qkv_bias, qk_norm = f.get("qkv_bias", bool), f.get("qk_normalization", bool)
         qk_eps = eps  # InternAttention builds q/k norms with layer_norm_eps
     cfg = VisionConfig(
-        hidden_size=f.get("hidden_size", int), num_hidden_layers=f.get("num_hidden_layers", int),
-        num_attention_heads=f.get("num_attention_heads", int),
-        intermediate_size=f.get("intermediate_size", int),
+        hidden_size=f.size("hidden_size"), num_hidden_layers=f.size("num_hidden_layers"),
+        num_attention_heads=f.size("num_attention_heads"),
+        intermediate_size=f.size("intermediate_size"),
         image_size=f.square("image_size"), patch_size=f.square("patch_size"),
-        num_channels=f.get("num_channels", int, 3), qkv_bias=qkv_bias, qk_normalization=qk_norm,
+        num_channels=f.size("num_channels", 3), qkv_bias=qkv_bias, qk_normalization=qk_norm,
         norm_type=norm_type, layer_norm_eps=eps, qk_norm_eps=qk_eps)
     if cfg.hidden_size % cfg.num_attention_heads:
         raise f.fail("num_attention_heads", "does not divide hidden_size")

@@ -82,6 +82,13 @@ def open_hf_checkpoint(path: str | Path, *, dtype=None) -> HFCheckpoint:
             problems.append(f"{info.where()} duplicates {tensors[canonical].where()}")
         tensors[canonical] = info
     rules = rules_for(config, layout)
+    implied = sum(max(rule.num_layers, 1) for rule in rules)
+    if implied > 2 * len(tensors) + 64:  # a layer count far beyond the files: name it
+        raise ConversionError(  # before listing (or looping over) every missing tensor
+            f"{path / 'config.json'}: the layer counts (vision num_hidden_layers="
+            f"{config.vision.num_hidden_layers}, text num_hidden_layers="
+            f"{config.text.num_hidden_layers}) imply {implied} tensors, but the safetensors "
+            f"files hold {len(tensors)}")
     expected = {key: rule for rule in rules for key, _ in rule.instances()}
     tied_head = tensors.pop(LM_HEAD, None) if config.text.tie_word_embeddings else None
     for key in sorted(set(expected) - set(tensors)):

@@ -2,8 +2,9 @@
 
 The format is an 8-byte little-endian header length, a JSON header of
 {name: {dtype, shape, data_offsets}}, then raw little-endian C-order data. The headers are
-read directly so that every tensor can be checked against the file size before anything
-is converted (a truncated file names the tensors it lost), and tensors are read with one
+read directly so that every tensor can be checked against the file size and the others
+(no overlaps or holes, as the library requires) before anything is converted (a truncated
+file names the tensors it lost), and tensors are read with one
 plain read each so memory holds exactly one copy. Writing uses the safetensors library.
 """
 
@@ -63,15 +64,20 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], list[str]]:
     data_size = size - 8 - header_len
     infos, problems = {}, []
     end_max = 0
+    spans: list[tuple[int, int, str]] = []
     for key, entry in header.items():
         try:
             dtype, shape = entry["dtype"], tuple(entry["shape"])
             begin, end = entry["data_offsets"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in (begin, end, *shape)) or begin > end:
+                raise ValueError
         except (KeyError, TypeError, ValueError):
             problems.append(f"{file}: malformed header entry for tensor {key!r}")
             continue
         info = TensorInfo(key, file, dtype, shape, 8 + header_len + begin)
         infos[key] = info
+        spans.append((begin, end, key))
         end_max = max(end_max, end)
         if end > data_size:
             problems.append(f"{info.where()}: data ends at byte {end} but the file holds "
@@ -79,10 +85,27 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], list[str]]:
         elif dtype in FLOAT_DTYPES and end - begin != info.nbytes:
             problems.append(f"{info.where()}: {end - begin} data bytes for shape {list(shape)} "
                             f"{dtype} (expected {info.nbytes})")
+    problems += _layout_problems(file, spans)
     if not problems and end_max != data_size:
         problems.append(f"{file}: {data_size - end_max} trailing bytes after the last tensor "
                         "(corrupt file)")
     return infos, problems
+
+
+def _layout_problems(file: Path, spans: list[tuple[int, int, str]]) -> list[str]:
+    """Tensors must tile the data buffer in order, as the safetensors library requires:
+    each starts where the previous one ends. An overlap would make one weight a (partial)
+    copy of another; a hole is unaccounted data."""
+    problems, at, prev = [], 0, None
+    for begin, end, key in sorted(spans):
+        if begin < at:
+            problems.append(f"{file}: tensor {key!r} (bytes {begin}-{end}) overlaps tensor "
+                            f"{prev!r} (ends at byte {at}) in the data buffer")
+        elif begin > at:
+            problems.append(f"{file}: {begin - at} unused bytes before tensor {key!r} "
+                            f"(bytes {begin}-{end}) in the data buffer")
+        at, prev = max(at, end), key
+    return problems
 
 
 def scan_folder(folder: Path) -> dict[str, TensorInfo]:

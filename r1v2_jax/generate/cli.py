@@ -3,7 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import math
+
+from r1v2_jax.errors import UserError
+
+
+def _number(check, what: str):
+    """An argparse type: parses a float/int and refuses values outside `what` (nan, -1...)
+    before any checkpoint is loaded."""
+    def parse(text: str):
+        try:
+            value = float(text) if what.startswith("a number") else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+_TEMPERATURE = _number(lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 = greedy)")
+_TOP_P = _number(lambda v: 0 < v <= 1, "a number in (0, 1]")
+_NON_NEGATIVE = _number(lambda v: v >= 0, "an integer >= 0")
+_POSITIVE = _number(lambda v: v >= 1, "an integer >= 1")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -18,11 +40,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer folder or tokenizer.json (default: --ckpt)")
     parser.add_argument("--system", default=None, help="system prompt (default: none)")
-    parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
-    parser.add_argument("--max-new-tokens", type=int, default=4096)
-    parser.add_argument("--max-tiles", type=int, default=None,
+    parser.add_argument("--temperature", type=_TEMPERATURE, default=0.6, help="0 = greedy")
+    parser.add_argument("--top-p", type=_TOP_P, default=0.95)
+    parser.add_argument("--top-k", type=_NON_NEGATIVE, default=0, help="0 = off")
+    parser.add_argument("--max-new-tokens", type=_POSITIVE, default=4096)
+    parser.add_argument("--max-tiles", type=_POSITIVE, default=None,
                         help="at most this many image tiles (default: the checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=main)
@@ -30,7 +52,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    """Bad input (checkpoint, tokenizer, image, options) is one line on stderr, status 1."""
+    """Bad options are refused by argparse; a bad checkpoint, tokenizer or image is a
+    UserError (`r1v2_jax.cli` prints one line, exit status 2)."""
     from r1v2_jax.convert import load_jax_checkpoint
     from r1v2_jax.data.tokenizer import load_tokenizer
     from r1v2_jax.generate.chat import SamplingOptions, answer_question
@@ -45,8 +68,7 @@ def main(args) -> int:
                                  system=args.system, options=options,
                                  max_tiles=args.max_tiles)
     except (ValueError, FileNotFoundError) as err:  # ConversionError, ImageError included
-        print(f"r1v2 generate: error: {err}", file=sys.stderr)
-        return 1
+        raise UserError(str(err)) from err
     print("=== reasoning ===")
     print(result.reasoning)
     print("=== answer ===")

@@ -139,7 +139,7 @@ def test_cli_converts_both_ways_and_reports_errors(tmp_path, capsys):
     assert cli_main(["convert", "to-hf", str(tmp_path / "jax"), str(tmp_path / "hf"),
                      "--layout", "original", "--shard-size", "40KB"]) == 0
     assert_same_tensors(src, tmp_path / "hf")
-    assert cli_main(["convert", "to-jax", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
+    assert cli_main(["convert", "to-jax", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "config.json: not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

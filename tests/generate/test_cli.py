@@ -94,9 +94,9 @@ def test_tokenizer_must_match_the_image_token(checkpoint):
 
 def test_bad_input_is_a_one_line_error(checkpoint, tmp_path, capsys):
     folder, image, tokenizer, config = checkpoint
-    assert cli.main(["generate", "--ckpt", str(tmp_path), "--question", "how"]) == 1
+    assert cli.main(["generate", "--ckpt", str(tmp_path), "--question", "how"]) == 2
     assert "model_config.json: not found" in capsys.readouterr().err
     missing = tmp_path / "nope.png"
     assert cli.main(["generate", "--ckpt", str(folder), "--image", str(missing),
-                     "--question", "how"]) == 1
+                     "--question", "how"]) == 2
     assert f"image not found: {missing}" in capsys.readouterr().err
