@@ -10,10 +10,12 @@ Both may carry "id" and "meta" (kept as is). Image paths may be relative to the 
 file's folder. A question without `<image>` tags gets one per image (InternVL chat
 convention); otherwise the tags must match the images.
 
-Every problem (bad JSON, missing/extra/mistyped field, empty answer, missing or corrupt
-image, tag mismatch, prompt over the token budget) is a `RecordError` naming file:line and
-field; with on_invalid="skip" the record is dropped and counted by reason instead, so a bad
-line fails at load time, never hours into a run.
+Every problem (a line that is not UTF-8 or not JSON, missing/extra/mistyped field, empty
+answer, a gold answer that cannot be read as its answer_type - `answer_forms.parse_gold`,
+the answer checker's own parser -, missing or corrupt image, tag mismatch, prompt over the
+token budget) is a `RecordError` naming file:line and field; with on_invalid="skip" the
+record is dropped and counted by reason instead, so a bad line fails at load time, never
+hours into a run. A file with no valid record at all is an error either way.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import dataclasses
 import functools
 import json
 import os
+import threading
 from collections import Counter
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from r1v2_jax.data.answer_forms import CHOICE_LETTERS, parse_gold
 from r1v2_jax.data.image import ImageError, TilingConfig, image_size_of
 from r1v2_jax.data.prompts import PromptConfig, completion_of, ensure_image_tags, prompt_text
 from r1v2_jax.data.tokenizer import SpecialTokenNames, Tokenizer
@@ -36,8 +40,8 @@ ON_INVALID = ("error", "skip")
 
 
 class RecordError(ValueError):
-    def __init__(self, source: str, field: str, reason: str, message: str):
-        super().__init__(f"{source}: field '{field}': {message}")
+    def __init__(self, source: str, field: str | None, reason: str, message: str):
+        super().__init__(f"{source}: field '{field}': {message}" if field else f"{source}: {message}")
         self.source, self.field, self.reason = source, field, reason
 
 
@@ -51,6 +55,9 @@ class RecordRules:
     max_completion_tokens: int | None = None  # preference responses (eos included)
     decode_images: bool = True  # fully decode each image (catches truncated files)
     on_invalid: str = "error"  # "error" | "skip"
+    # gold answers are read as the answer checker reads them (AnswerCheckConfig's values)
+    choice_letters: str = CHOICE_LETTERS
+    gold_parse_timeout_s: int | None = 2  # math-verify's limit per gold (main thread only)
 
     def __post_init__(self):
         if self.on_invalid not in ON_INVALID:
@@ -152,6 +159,27 @@ def _nonempty(obj: dict, name: str, source: str, reason: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _gold_problem(answer: str, answer_type: str, letters: str, timeout_s: int | None) -> str | None:
+    """Why `answer` cannot be read as `answer_type` (None if it can); cached: datasets
+    repeat their golds."""
+    try:
+        parse_gold(answer, answer_type, letters=letters, timeout_s=timeout_s)
+    except Exception as err:  # InvalidGoldError, or math-verify's timeout / sympy errors
+        return str(err) or type(err).__name__
+    return None
+
+
+def _check_gold(answer: str, answer_type: str, rules: RecordRules, source: str) -> None:
+    # math-verify's timeout is signal.alarm, which only the main thread may set
+    main = threading.current_thread() is threading.main_thread()
+    problem = _gold_problem(answer, answer_type, rules.choice_letters,
+                            rules.gold_parse_timeout_s if main else None)
+    if problem is not None:
+        raise RecordError(source, "answer", "bad_answer", f"{problem} (answer_type "
+                                                           f"{answer_type!r})")
+
+
 def parse_prompt_record(obj: dict, base: str, source: str, rules: RecordRules,
                         tokenizer: Tokenizer | None) -> PromptRecord:
     _check_keys(obj, {"images", "question", "answer", "answer_type", "id", "meta"}, source)
@@ -162,6 +190,7 @@ def parse_prompt_record(obj: dict, base: str, source: str, rules: RecordRules,
     if answer_type not in ANSWER_TYPES:
         raise RecordError(source, "answer_type", "bad_answer_type",
                           f"{answer_type!r} is not one of {ANSWER_TYPES}")
+    _check_gold(answer, answer_type, rules, source)
     n = _prompt_tokens("question", question, tiles, tokenizer, rules, source)
     return PromptRecord(images, ensure_image_tags(question, len(tiles), rules.prompt.image_tag),
                         answer, answer_type, tiles, n, source, obj.get("meta"))
@@ -209,12 +238,17 @@ def _load(path: str, parse: Callable, rules: RecordRules, tokenizer) -> LoadedRe
         raise ValueError(f"{path}: a token budget is set but no tokenizer was given")
     base = os.path.dirname(os.path.abspath(path))
     records, skipped, messages = [], Counter(), []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:  # decoded per line: a bad byte names its line
+        for lineno, raw in enumerate(f, 1):
             source = f"{path}:{lineno}"
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise RecordError(source, "<line>", "bad_encoding",
+                                      f"not UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})")
+                if not line.strip():
+                    continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as err:
@@ -227,6 +261,10 @@ def _load(path: str, parse: Callable, rules: RecordRules, tokenizer) -> LoadedRe
                     raise
                 skipped[err.reason] += 1
                 messages.append(str(err))
+    if not records:
+        why = (f"all {sum(skipped.values())} record(s) are invalid and were skipped: "
+               f"{dict(skipped)}" if skipped else "the file holds no records")
+        raise RecordError(path, None, "no_records", f"no valid records ({why})")
     return LoadedRecords(tuple(records), dict(skipped), tuple(messages))
 
 

@@ -1,5 +1,7 @@
 """Final-answer extraction and rule-based answer checking (the r_rule term of R1V2 eq. 7).
 
+Reading an answer as its type (numbers, option letters, math-verify) lives in
+`r1v2_jax.data.answer_forms`, shared with load-time gold validation.
 Extraction (training.md "Hybrid reward"): the answer region is the text after the last
 `</think>`; within it the final answer is the content of the last balanced `\\boxed{...}`
 (or `\\fbox{...}`), else (multiple choice only) an option letter, else the last non-empty
@@ -18,19 +20,15 @@ from __future__ import annotations
 
 import cmath
 import math
-import re
 from dataclasses import dataclass
 from itertools import product
 
-ANSWER_TYPES = ("math", "number", "choice", "text")
+from r1v2_jax.data.answer_forms import (ANSWER_TYPES, CHOICE_LETTERS, InvalidGoldError,  # noqa: F401
+                                        find_choice_letter, normalise_text, parse_answer, parse_gold,
+                                        to_number)
+
 THINK_CLOSE = "</think>"
 _BOX_OPENERS = ("\\boxed{", "\\fbox{")
-_WHITESPACE_RUN = re.compile(r"\s+")
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf)\s*\{([^{}]*)\}")
-
-
-class InvalidGoldError(ValueError):
-    """The reference answer itself cannot be interpreted: a data error, never a score."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class AnswerCheckConfig:
     require_think_close: bool = True
     rel_tol: float = 1e-4
     abs_tol: float = 1e-8
-    choice_letters: str = "ABCDEFGHIJ"
+    choice_letters: str = CHOICE_LETTERS
     float_rounding: int = 6
     num_workers: int = 1
     start_method: str = "spawn"
@@ -118,32 +116,6 @@ def last_boxed(text: str) -> str | None:
     return None if best is None else text[best[0]:best[1]]
 
 
-def _unwrap_text(s: str) -> str:
-    return _TEXT_WRAPPER.sub(r"\1", s).replace("$", "").replace("**", "").strip()
-
-
-def find_choice_letter(text: str, letters: str) -> str | None:
-    """An option letter: the whole text ("B", "(B)", "B."), "answer is (B)", or a
-    last line that starts with an option ("B. 42")."""
-    cls = f"[{re.escape(letters)}]"
-    # whitespace runs -> one character first, so every pattern below uses bounded `\s?`:
-    # adjacent `\s*` backtrack polynomially on a long blank run (seconds at 250 spaces)
-    clean = _WHITESPACE_RUN.sub(lambda m: "\n" if "\n" in m.group() else " ", _unwrap_text(text))
-    whole = re.fullmatch(rf"\(? ?({cls}) ?\)? ?[.:)]?", clean)
-    if whole:
-        return whole.group(1)
-    said = re.findall(rf"(?i:answer|option|choice)\s?(?i:is)?\s?[:：]?\s?(?i:option)?\s?\(?({cls})\)?(?![A-Za-z0-9])",
-                      clean)
-    if said:
-        return said[-1]
-    lines = [ln.strip() for ln in clean.splitlines() if ln.strip()]
-    if lines:
-        lead = re.match(rf"\(?({cls})[.):]\s", lines[-1] + " ")
-        if lead:
-            return lead.group(1)
-    return None
-
-
 def extract_final_answer(region: str, answer_type: str, letters: str) -> tuple[str, str] | None:
     """(answer, source): \\boxed content first, else an option letter (choice only), else
     the last non-empty line; source is "boxed" | "letter" | "last_line"; None if empty."""
@@ -158,50 +130,12 @@ def extract_final_answer(region: str, answer_type: str, letters: str) -> tuple[s
     return (lines[-1], "last_line") if lines else None
 
 
-def _normalise_text(s: str) -> str:
-    return " ".join(_unwrap_text(s).casefold().split()).rstrip(".")
-
-
-def _math_parse(text: str, cfg: AnswerCheckConfig) -> list:
-    from math_verify import parse  # imported lazily: only the checking worker needs sympy
-
-    return parse(text, parsing_timeout=cfg.math_verify_timeout_s, raise_on_error=True)
-
-
-def _parse_answer(answer: str, source: str, cfg: AnswerCheckConfig) -> list:
-    """math-verify parse of an extracted answer.  Boxed content is re-boxed (math-verify's
-    own highest-priority form; bare "2^{10}" outside math mode parses as 2).  A last line
-    is free text for math-verify to search; bare LaTeX ("\\dfrac{1}{2}") is only found
-    inside math delimiters, so a line where nothing is found is retried inside `$...$`."""
-    if source == "boxed":
-        return _math_parse(f"\\boxed{{{answer}}}", cfg)
-    return _math_parse(answer, cfg) or _math_parse(f"${answer}$", cfg)
-
-
-def _to_number(s: str, source: str, cfg: AnswerCheckConfig) -> complex | None:
-    """Plain decimal first (commas, %, $ stripped); else a math-verify numeric expression."""
-    plain = _unwrap_text(s).replace(",", "").replace("\\%", "").replace("%", "").replace("\\!", "")
-    try:
-        return complex(float(plain))
-    except ValueError:
-        pass
-    from math_verify.utils import timeout
-
-    numeric = [e for e in _parse_answer(s, source, cfg) if not isinstance(e, str) and getattr(e, "is_number", False)]
-    if not numeric:
-        return None
-    # not nested inside parse's own alarm: signal.alarm timers do not nest
-    return timeout(cfg.math_verify_timeout_s)(lambda: complex(numeric[0].evalf(30)))()
-
-
 def _compare_math(answer: str, source: str, gold: str, cfg: AnswerCheckConfig) -> tuple[bool, str]:
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
-    gold_parsed = _math_parse(f"\\boxed{{{gold.strip().strip('$')}}}", cfg)
-    if not gold_parsed:
-        raise InvalidGoldError(f"math gold answer {gold[:80]!r} cannot be parsed by math-verify")
-    pred_parsed = _parse_answer(answer, source, cfg)
+    gold_parsed = parse_gold(gold, "math", letters=cfg.choice_letters, timeout_s=cfg.math_verify_timeout_s)
+    pred_parsed = parse_answer(answer, source, cfg.math_verify_timeout_s)
     if not pred_parsed:
         return False, "unparsable_answer"
     timed_out = False
@@ -221,24 +155,20 @@ def _compare(answer: str, source: str, gold: str, answer_type: str, cfg: AnswerC
     if answer_type == "math":
         return _compare_math(answer, source, gold, cfg)
     if answer_type == "number":
-        gold_value = _to_number(gold, "boxed", cfg)
-        if gold_value is None:
-            raise InvalidGoldError(f"number gold answer {gold[:80]!r} is not a number")
-        value = _to_number(answer, source, cfg)
+        gold_value = parse_gold(gold, "number", letters=cfg.choice_letters, timeout_s=cfg.math_verify_timeout_s)
+        value = to_number(answer, source, cfg.math_verify_timeout_s)
         if value is None or not cmath.isfinite(value):
             return False, "not_a_finite_number"
         ok = math.isclose(value.real, gold_value.real, rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol) and math.isclose(
             value.imag, gold_value.imag, rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol)
         return ok, "match" if ok else "mismatch"
     if answer_type == "choice":
-        gold_letter = find_choice_letter(gold, cfg.choice_letters)
-        if gold_letter is None:
-            raise InvalidGoldError(f"choice gold answer {gold!r} is not one of the letters {cfg.choice_letters!r}")
+        gold_letter = parse_gold(gold, "choice", letters=cfg.choice_letters)
         letter = find_choice_letter(answer, cfg.choice_letters)
         if letter is None:
             return False, "no_option_letter"
         return letter == gold_letter, "match" if letter == gold_letter else "mismatch"
-    ok = _normalise_text(answer) == _normalise_text(gold)
+    ok = normalise_text(answer) == normalise_text(gold)
     return ok, "match" if ok else "mismatch"
 
 

@@ -2,7 +2,11 @@
 
 The work folder may be local or a bucket (`gs://...`, through etils.epath as orbax uses):
 object stores cannot append, so there the whole file is rewritten on each write (metrics
-files are small: one short line per step)."""
+files are small: one short line per step).
+
+Every line is strict JSON: a non-finite float (NaN, +-Infinity; a diverged loss) is written
+as null, at any depth, so any JSON reader can load the file; TensorBoard gets finite
+scalars only."""
 
 from __future__ import annotations
 
@@ -20,6 +24,17 @@ def to_python(value: Any) -> Any:
     if isinstance(value, (jax.Array, np.ndarray, np.generic)):
         value = np.asarray(value)
         return value.item() if value.size == 1 else value.tolist()
+    return value
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON null), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
     return value
 
 
@@ -62,7 +77,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {k: to_python(v) for k, v in record.items()}
-        line = json.dumps(record, sort_keys=True) + "\n"
+        line = json.dumps(finite_or_none(record), sort_keys=True, allow_nan=False) + "\n"
         if self._remote:
             self._lines.append(line)
             self.path.write_text("".join(self._lines))

@@ -163,3 +163,49 @@ def test_resume_continues_exactly():
         R.next_batch([], 1, R.DataState(), 0)
     with pytest.raises(ValueError, match="does not fit 7 records"):
         R.next_batch(records, 1, R.DataState(epoch=1, index=8), 0)
+
+
+@pytest.mark.parametrize("answer,answer_type,fragment", [
+    ("three", "number", "not a number"),
+    ("nan", "number", "not a number"),
+    ("42", "choice", "not one of the letters"),
+    ("K", "choice", "not one of the letters"),  # beyond the configured letters A-J
+    ("\\frac{", "math", "cannot be parsed"),
+])
+def test_gold_answers_are_read_for_their_type_at_load_time(folder, answer, answer_type, fragment):
+    path = write(folder / "g.jsonl", [rec(), rec(answer=answer, answer_type=answer_type)])
+    with pytest.raises(R.RecordError, match=f"g.jsonl:2: field 'answer': .*{fragment}") as info:
+        R.load_prompt_records(path, RULES)
+    assert info.value.reason == "bad_answer"
+    skipping = R.load_prompt_records(path, R.RecordRules(TILING, PROMPT, on_invalid="skip"))
+    assert len(skipping.records) == 1 and skipping.skipped == {"bad_answer": 1}
+
+
+def test_readable_golds_of_every_type_load(folder):
+    rows = [rec(answer="1,000", answer_type="number"), rec(answer="\\frac{1}{3}", answer_type="number"),
+            rec(answer="(C)", answer_type="choice"), rec(answer="x^2+1", answer_type="math"),
+            rec(answer="$\\dfrac{1}{2}$", answer_type="math"), rec(answer="Blue whale", answer_type="text")]
+    out = R.load_prompt_records(write(folder / "g.jsonl", rows), RULES)
+    assert [r.answer for r in out.records] == [r["answer"] for r in rows]
+
+
+def test_non_utf8_line_names_file_and_line(folder):
+    path = folder / "enc.jsonl"
+    path.write_bytes(json.dumps(rec()).encode() + b"\n" + b'{"question": "caf\xe9?"}\n'
+                     + json.dumps(rec(answer="2")).encode() + b"\n")
+    with pytest.raises(R.RecordError, match="enc.jsonl:2: field '<line>': not UTF-8") as info:
+        R.load_prompt_records(path, RULES)
+    assert info.value.reason == "bad_encoding"
+    skipping = R.load_prompt_records(path, R.RecordRules(TILING, PROMPT, on_invalid="skip"))
+    assert [r.answer for r in skipping.records] == ["1", "2"]
+    assert skipping.skipped == {"bad_encoding": 1}
+
+
+def test_a_file_without_valid_records_is_an_error(folder):
+    for rows in ([], ["", "  "]):
+        path = write(folder / "empty.jsonl", rows)
+        with pytest.raises(R.RecordError, match="empty.jsonl: no valid records .*holds no records"):
+            R.load_prompt_records(path, RULES)
+    path = write(folder / "bad.jsonl", [rec(answer=""), "{"])
+    with pytest.raises(R.RecordError, match=r"all 2 record\(s\) are invalid"):
+        R.load_prompt_records(path, R.RecordRules(TILING, PROMPT, on_invalid="skip"))

@@ -45,3 +45,18 @@ def test_stores_without_append_give_the_same_file(tmp_path, no_append):
     _write(bucket, [6], append=False)  # a new writer keeps the earlier lines
     steps = [r["step"] for r in read_metrics(str(bucket))]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    w = MetricsWriter(str(tmp_path), tensorboard=False)
+    w.write({"step": 1, "loss": jnp.float32(np.nan), "kl": float("inf"), "ok": 0.25,
+             "v": np.array([1.5, -np.inf, np.nan]), "nested": {"a": [float("-inf"), 2]}})
+    w.close()
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+    def strict(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+    record = json.loads(text, parse_constant=strict)
+    assert record == {"step": 1, "loss": None, "kl": None, "ok": 0.25, "v": [1.5, None, None],
+                      "nested": {"a": [None, 2]}}
