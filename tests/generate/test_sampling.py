@@ -160,3 +160,24 @@ def test_nucleus_threshold_matches_a_sorted_cumulative_sum():
         p32 = jnp.asarray(probs, jnp.float32)
         got = np.asarray(p32 >= nucleus_threshold(p32, jnp.float32(top_p)))
         np.testing.assert_array_equal(got, expected)
+
+
+def test_temperature_is_applied_before_top_p():
+    """T=0.5, top_p=0.7 on TOY_LOGITS: tempered probs .587 .216 ... keep 2 tokens (mass
+    before the third is .803 >= .7); top-p on the untempered probs .363 .220 .163 ... would
+    keep 3 (mass before the fourth is .746).  The existing CASES keep the same nucleus in
+    either order, so they cannot tell the order apart."""
+    kw = dict(temperature=0.5, top_k=0, top_p=0.7)
+    x = TOY_LOGITS.astype(np.float64)
+    p_tempered = np.exp(x / 0.5) / np.exp(x / 0.5).sum()
+    np.testing.assert_allclose(p_tempered[:2], [0.5870, 0.2160], atol=1e-3)
+    expected = np.zeros(len(x))
+    expected[:2] = p_tempered[:2] / p_tempered[:2].sum()  # nucleus {0, 1}, renormalised
+    got = np.asarray(jax.nn.softmax(filtered_logits(jnp.asarray(TOY_LOGITS), **kw)))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    n = 4000
+    tokens, _ = draw(TOY_LOGITS, n, **kw)
+    counts = np.bincount(tokens, minlength=len(x))
+    assert counts[2:].sum() == 0, counts  # token 2 is in the untempered nucleus only
+    _, p_value = stats.chisquare(counts[:2], n * expected[:2])
+    assert p_value > 1e-3, (counts, n * expected)
