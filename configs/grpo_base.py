@@ -16,7 +16,8 @@ def grpo_recipe():
         top_k=0, eval_batch_size=64))
     c.reward = ml_collections.ConfigDict(dict(
         w_acc=1.0, w_fmt=0.5, w_rm=0.0, rm_standardize=True, rm_clip_tau=1.0, rm_gate="agree",
-        check_timeout_s=5.0, check_workers=1))
+        # answer checking: hard limits per check and per batch (unfinished checks score 0)
+        check_timeout_s=5.0, check_batch_timeout_s=120.0, check_workers=1))
     c.ssb = ml_collections.ConfigDict(dict(
         enabled=True, alpha=1.0, floor=1e-4, max_replay_ratio=0.5, max_staleness=4, max_reuse=4,
         capacity=4096, adv_tol=1e-6, off_policy="recompute", is_cap=2.0))

@@ -37,11 +37,14 @@ class AnswerCheckConfig:
 
     check_timeout_s: hard wall-clock limit per check, enforced by killing the worker
       process (`r1v2_jax.rl.rewards.AnswerChecker`).
+    batch_timeout_s: hard wall-clock limit per batch of checks (None: none); what is
+      unfinished then scores 0 with reason "timeout (batch limit ...)".
     math_verify_timeout_s: math-verify's own signal.alarm limit (whole seconds) for each
       parse / verify call inside the worker; None disables it (the hard limit remains).
     """
 
     check_timeout_s: float = 5.0
+    batch_timeout_s: float | None = 120.0
     math_verify_timeout_s: int | None = 2
     max_answer_chars: int = 1000
     require_think_close: bool = True
@@ -57,6 +60,8 @@ class AnswerCheckConfig:
     def __post_init__(self):
         if not self.check_timeout_s > 0:
             raise ValueError(f"AnswerCheckConfig.check_timeout_s must be > 0, got {self.check_timeout_s}")
+        if self.batch_timeout_s is not None and not self.batch_timeout_s > 0:
+            raise ValueError(f"AnswerCheckConfig.batch_timeout_s must be > 0 or None, got {self.batch_timeout_s}")
         mv = self.math_verify_timeout_s
         if mv is not None and (not isinstance(mv, int) or mv < 1):
             raise ValueError(f"AnswerCheckConfig.math_verify_timeout_s must be an int >= 1 or None, got {mv!r}")

@@ -2,8 +2,8 @@
 
     r = w_acc * r_rule + w_rm * r_theta~ + w_fmt * r_format
 
-r_rule   answer correctness in {0, 1} (`r1v2_jax.rl.answers`), checked in worker processes
-         under a hard wall-clock limit (`AnswerChecker`).
+r_rule   answer correctness in {0, 1} (`r1v2_jax.rl.answers`), checked in a pool of worker
+         processes under hard wall-clock limits per check and per batch (`AnswerChecker`).
 r_format 1 iff the response is `<think>...</think>` + a non-empty answer, each tag once.
 r_theta~ reward-model score s, standardised with a calibration set's (mean, std), clipped
          to [-tau, tau], then (rm_gate="agree") kept only where it agrees with r_rule:
@@ -14,6 +14,7 @@ r_theta~ reward-model score s, standardised with a calibration set's (mean, std)
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import time
 from collections.abc import Sequence
@@ -65,17 +66,27 @@ def _worker_main(conn, cfg: AnswerCheckConfig) -> None:
 class _Worker:
     process: Any
     conn: Any
+    ready: bool = False  # sent "ready" (sympy imported and warmed)
+    start_deadline: float = 0.0
 
 
 class AnswerChecker:
-    """Runs `check_answer` in `num_workers` persistent processes, each check under a hard
-    limit of `check_timeout_s` seconds: an overrunning worker is killed (SIGKILL) and
-    restarted, and its sample scores 0 with reason "timeout (hard limit ...)".
+    """Runs `check_answer` in a pool of `num_workers` persistent processes, in parallel,
+    under two hard limits:
 
-    Signal-based limits (math-verify's) cannot interrupt C code such as a huge integer
-    power; a separate process can always be killed.  Workers use the `start_method`
-    context ("spawn": safe when the parent runs JAX threads).  A worker that dies on
-    start-up raises, so a broken checker never silently scores everything 0.
+    - per check, `check_timeout_s`: an overrunning worker is killed (SIGKILL) and
+      restarted; its sample scores 0 with reason "timeout (hard limit ...)";
+    - per batch, `batch_timeout_s` (None: no limit): when it passes, the checks still
+      running are killed and those not started are dropped; all score 0 with reason
+      "timeout (batch limit ...)". So hostile answers cost at most the batch limit.
+
+    Within the limits the scores are exactly `check_answer`'s. The batch clock starts once
+    every worker is ready (start-up, ~seconds of sympy import, is not checking time);
+    workers killed mid-batch restart in the background. Signal-based limits (math-verify's)
+    cannot interrupt C code such as a huge integer power; a separate process can always be
+    killed. Workers use the `start_method` context ("spawn": safe when the parent runs JAX
+    threads). A worker that dies on start-up raises, so a broken checker never silently
+    scores everything 0.
     """
 
     def __init__(self, config: AnswerCheckConfig = AnswerCheckConfig()):
@@ -83,20 +94,47 @@ class AnswerChecker:
         self._ctx = mp.get_context(config.start_method)
         self._workers: list[_Worker | None] = [None] * config.num_workers
 
-    def _start(self) -> _Worker:
+    def _spawn(self, w: int) -> None:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker_main, args=(child, self.config), daemon=True)
         proc.start()
         child.close()
-        if not parent.poll(self.config.worker_start_timeout_s):
-            proc.kill()
-            raise RuntimeError(f"AnswerChecker: worker not ready after {self.config.worker_start_timeout_s} s")
+        self._workers[w] = _Worker(proc, parent, False,
+                                   time.monotonic() + self.config.worker_start_timeout_s)
+
+    def _on_ready(self, w: int) -> None:
+        """The starting worker `w` has sent something: "ready", or it died (EOF)."""
+        worker = self._workers[w]
         try:
-            parent.recv()  # "ready"
+            worker.conn.recv()  # "ready"
         except EOFError:
-            proc.join()
-            raise RuntimeError(f"AnswerChecker: worker died on start-up (exit code {proc.exitcode})") from None
-        return _Worker(proc, parent)
+            worker.process.join()
+            code = worker.process.exitcode
+            self._kill(w)
+            raise RuntimeError(f"AnswerChecker: worker died on start-up (exit code {code})") from None
+        worker.ready = True
+
+    def _check_start_deadlines(self, now: float) -> None:
+        for w, worker in enumerate(self._workers):
+            if worker is not None and not worker.ready and now >= worker.start_deadline:
+                self._kill(w)
+                raise RuntimeError(f"AnswerChecker: worker not ready after "
+                                   f"{self.config.worker_start_timeout_s} s")
+
+    def _start_all(self) -> None:
+        """Every worker started and ready (in parallel), before a batch's clock starts."""
+        for w, worker in enumerate(self._workers):
+            if worker is None:
+                self._spawn(w)
+        while True:
+            starting = {wk.conn: w for w, wk in enumerate(self._workers) if not wk.ready}
+            if not starting:
+                return
+            now = time.monotonic()
+            first = min(self._workers[w].start_deadline for w in starting.values())
+            for conn in wait_any(list(starting), timeout=max(0.0, first - now)):
+                self._on_ready(starting[conn])
+            self._check_start_deadlines(time.monotonic())
 
     def _kill(self, w: int) -> None:
         worker = self._workers[w]
@@ -113,6 +151,7 @@ class AnswerChecker:
         if not len(responses) == len(golds) == len(answer_types):
             raise ValueError(f"AnswerChecker.check_batch: {len(responses)} responses, {len(golds)} golds, "
                              f"{len(answer_types)} answer_types")
+        cfg = self.config
         results: list[AnswerCheck | None] = [None] * len(responses)
         pending = []
         for i, (gold, kind) in enumerate(zip(golds, answer_types)):
@@ -122,19 +161,28 @@ class AnswerChecker:
                 validate_gold(gold, kind, where=f"sample {i}: ")
                 pending.append(i)
         pending.reverse()
+        if pending:
+            self._start_all()
+        batch_deadline = math.inf if cfg.batch_timeout_s is None else time.monotonic() + cfg.batch_timeout_s
         busy: dict[int, tuple[int, float]] = {}  # worker -> (sample, deadline)
-        while pending or busy:
-            for w in range(len(self._workers)):
-                if w not in busy and pending:
-                    if self._workers[w] is None:
-                        self._workers[w] = self._start()
+        while (pending or busy) and time.monotonic() < batch_deadline:
+            for w, worker in enumerate(self._workers):
+                if worker is None and pending:  # killed by a timeout: restart in the background
+                    self._spawn(w)
+                elif worker is not None and worker.ready and w not in busy and pending:
                     i = pending.pop()
-                    self._workers[w].conn.send((responses[i], golds[i], answer_types[i]))
-                    busy[w] = (i, time.monotonic() + self.config.check_timeout_s)
-            conns = {self._workers[w].conn: w for w in busy}
-            ready = wait_any(list(conns), timeout=max(0.0, min(d for _, d in busy.values()) - time.monotonic()))
+                    worker.conn.send((responses[i], golds[i], answer_types[i]))
+                    busy[w] = (i, time.monotonic() + cfg.check_timeout_s)
+            watched = {wk.conn: w for w, wk in enumerate(self._workers)
+                       if wk is not None and (w in busy or not wk.ready)}
+            deadlines = [d for _, d in busy.values()] + [batch_deadline] + [
+                wk.start_deadline for wk in self._workers if wk is not None and not wk.ready]
+            ready = wait_any(list(watched), timeout=max(0.0, min(deadlines) - time.monotonic()))
             for conn in ready:
-                w = conns[conn]
+                w = watched[conn]
+                if w not in busy:
+                    self._on_ready(w)
+                    continue
                 i, _ = busy.pop(w)
                 try:
                     status, payload = conn.recv()
@@ -151,7 +199,16 @@ class AnswerChecker:
                 if now >= deadline:
                     self._kill(w)
                     del busy[w]
-                    results[i] = AnswerCheck(False, f"timeout (hard limit {self.config.check_timeout_s} s)")
+                    results[i] = AnswerCheck(False, f"timeout (hard limit {cfg.check_timeout_s} s)")
+            self._check_start_deadlines(now)
+        if pending or busy:  # the batch limit passed: what is unfinished scores 0
+            for w, (i, _) in busy.items():
+                self._kill(w)
+                results[i] = AnswerCheck(False, f"timeout (batch limit {cfg.batch_timeout_s} s)")
+            for i in pending:
+                results[i] = AnswerCheck(False, f"timeout (batch limit {cfg.batch_timeout_s} s)")
+            logger.warning("answer check: batch limit of %s s reached, %d of %d checks unfinished "
+                           "scored 0", cfg.batch_timeout_s, len(busy) + len(pending), len(responses))
         for i, r in enumerate(results):
             if r.reason.startswith(PATHOLOGICAL):
                 logger.warning("answer check, sample %d: score 0, %s", i, r.reason)

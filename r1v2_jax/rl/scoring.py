@@ -29,8 +29,10 @@ def make_scorer(reward_cfg, *, reward_model: RewardModelScorer | None = None,
                 calibration: Calibration | None = None, log: Callable[[str], None] | None = None
                 ) -> BatchScorer:
     config = hybrid_config(reward_cfg)
-    checker = AnswerChecker(AnswerCheckConfig(check_timeout_s=float(reward_cfg.check_timeout_s),
-                                              num_workers=int(reward_cfg.check_workers)))
+    checker = AnswerChecker(AnswerCheckConfig(
+        check_timeout_s=float(reward_cfg.check_timeout_s),
+        batch_timeout_s=float(reward_cfg.check_batch_timeout_s),
+        num_workers=int(reward_cfg.check_workers)))
     atexit.register(checker.close)
 
     def score(examples: Sequence[PromptExample], responses: Sequence[str]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Answer extraction / checking, format reward, RM calibration and the hybrid reward."""
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -135,6 +136,30 @@ def test_hard_limit_kills_a_hanging_check_and_recovers(caplog):
         assert (got[0].correct, got[0].reason) == (False, "timeout (hard limit 1.0 s)")
         assert (got[1].correct, got[1].reason) == (True, "match")  # restarted worker
     assert "sample 0: score 0, timeout (hard limit 1.0 s)" in caplog.text
+
+
+def test_batch_limit_bounds_hostile_answers_and_keeps_the_others_scores(caplog):
+    # 16 answers that only a process kill can stop (math-verify's limit is far away), after
+    # 4 ordinary ones: without a batch limit this batch takes 16 / 2 workers x 30 s
+    cfg = AnswerCheckConfig(check_timeout_s=30.0, batch_timeout_s=3.0, math_verify_timeout_s=60,
+                            num_workers=2)
+    ordinary = TABLE[:2] + TABLE[19:21]
+    responses = [r[0] for r in ordinary] + [R + "\\boxed{9^{9^{9^{9}}}}"] * 16
+    golds = [r[1] for r in ordinary] + ["1"] * 16
+    types = [r[2] for r in ordinary] + ["math"] * 16
+    with AnswerChecker(cfg) as c:
+        c.check_batch([R + "1"], ["1"], ["number"])  # workers up before the clock
+        start = time.monotonic()
+        got = c.check_batch(responses, golds, types)
+        elapsed = time.monotonic() - start
+        assert elapsed < 3.0 + 1.5, elapsed
+        sequential = [check_answer(r[0], r[1], r[2], cfg) for r in ordinary]
+        assert got[:4] == sequential  # same scores, reasons and extracted answers
+        assert [g.reason for g in got[4:]] == ["timeout (batch limit 3.0 s)"] * 16
+        assert not any(g.correct for g in got[4:])
+        again = c.check_batch([R + "\\boxed{\\frac12}"], ["0.5"], ["math"])  # restarted workers
+        assert (again[0].correct, again[0].reason) == (True, "match")
+    assert "batch limit of 3.0 s reached, 16 of 20 checks unfinished" in caplog.text
 
 
 def test_worker_that_cannot_start_raises():
