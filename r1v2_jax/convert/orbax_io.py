@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import time
 import traceback
 from typing import Any
 
@@ -69,27 +70,34 @@ def check_params(config: VLMConfig, shapes: dict[LeafPath, tuple], where: str) -
         raise ConversionError(problems)
 
 
-def remove_orbax_tmp(target: epath.Path) -> None:
-    """Deletes what a failed orbax save of `target` left (`<name>.orbax-checkpoint-tmp*`)."""
-    for tmp in target.parent.glob(f"{target.name}.orbax-checkpoint-tmp*"):
-        tmp.rmtree(missing_ok=True)
+def remove_orbax_tmp(target: epath.Path, *, settle_s: float = 0.2, max_s: float = 30.0) -> None:
+    """Deletes what a failed orbax save of `target` left (`<name>.orbax-checkpoint-tmp*`).
+
+    The failure surfaces from the first write that fails while TensorStore may still be
+    finishing other writes, and objects kept alive by the traceback flush their pending
+    writes (the OCDBT manifest) when collected: either re-creates the folder after it was
+    removed. So collect, remove, and repeat until it stays gone for `settle_s`.
+    """
+    pattern = f"{target.name}.orbax-checkpoint-tmp*"
+    deadline = time.monotonic() + max_s
+    while True:
+        gc.collect()
+        for tmp in target.parent.glob(pattern):
+            tmp.rmtree(missing_ok=True)
+        time.sleep(settle_s)
+        if not any(target.parent.glob(pattern)) or time.monotonic() > deadline:
+            return
 
 
 def save_pytree(tree: dict, target: epath.Path) -> None:
-    """orbax PyTree save of `tree` into the new folder `target`; nothing is left on failure.
-
-    When a write fails, TensorStore objects still referenced by the traceback's frames
-    flush their pending writes (the OCDBT manifest) only when collected, which would
-    re-create the temporary folder after it was removed: free them first.
-    """
+    """orbax PyTree save of `tree` into the new folder `target`; nothing is left on failure."""
     try:
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
             ckptr.save(target, args=ocp.args.PyTreeSave(tree))
         return
     except BaseException as err:
         error = err
-    traceback.clear_frames(error.__traceback__)
-    gc.collect()
+    traceback.clear_frames(error.__traceback__)  # frees the TensorStore objects it holds
     remove_orbax_tmp(target)
     raise error
 
