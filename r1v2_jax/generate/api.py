@@ -81,12 +81,26 @@ def _tokens_per_tile(config: VLMConfig, side: int) -> int:
     return int(round(per_side)) ** 2
 
 
+def _place(plan: Plan, params, inputs):
+    """Device arrays; under a mesh: params in their training layout, inputs split over the
+    batch axes along their first dimension (replicated when it does not divide)."""
+    if plan.mesh is None:
+        return params, tuple(None if x is None else jnp.asarray(x) for x in inputs)
+    from r1v2_jax.sharding import batch_sharding, param_shardings
+
+    params = jax.device_put(params, param_shardings(plan.config, plan.mesh, plan.rules))
+    inputs = tuple(None if x is None else jax.device_put(
+        x, batch_sharding(plan.mesh, plan.rules, x.shape)) for x in inputs)
+    return params, inputs
+
+
 def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attention_mask=None,
              max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
              top_k: int = 0, num_samples: int = 1, eos_token_id: int | Sequence[int],
              pad_token_id: int | None = None, seed: int = 0, sample_ids=None,
              suppress_tokens: Sequence[int] | None = None,
-             buckets: Buckets = Buckets()) -> GenerationOutput:
+             buckets: Buckets = Buckets(), slots: int | None = None, mesh=None,
+             rules=None) -> GenerationOutput:
     """Samples `num_samples` completions for each prompt row of `input_ids` [B, T].
 
     attention_mask [B, T] (1 = real token; default all ones) may pad on either side.
@@ -101,6 +115,12 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
     `<IMG_CONTEXT>` would be taken for an image slot when the sequence is scored. The
     returned log-probs are still those of the full distribution. Pass () to disable.
     buckets: the static-shape buckets of prompt length, new tokens and tiles.
+    slots: None = static batch (all B*G rows decode together until the last stops); an int
+    = continuous batching on that many decode slots, refilled as rows stop (same tokens,
+    log-probs and stop reasons as static; see `continuous.py`).
+    mesh, rules: run on this mesh (`r1v2_jax.sharding`; rules default to DEFAULT_RULES):
+    params are placed in their training layout (a no-op when they already are), prompt
+    rows and decode rows over the batch axes, KV caches by `kv_cache_sharding`.
     """
     vocab = config.text.vocab_size
     ids = np.asarray(input_ids)
@@ -154,16 +174,25 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
     new_tokens = bucket_size(max_new_tokens, buckets.new_tokens, buckets.min_new_tokens,
                              "max_new_tokens")
     row_ids, row_index = _row_identities(sample_ids, batch, num_samples)
+    if slots is not None and (not isinstance(slots, (int, np.integer)) or slots < 1):
+        raise ValueError(f"slots must be None (static batch) or an int >= 1, got {slots!r}")
+    if mesh is None and rules is not None:
+        raise ValueError("rules were given without a mesh")
+    if mesh is not None:
+        from r1v2_jax.sharding import DEFAULT_RULES, rules_from_config
+
+        rules = DEFAULT_RULES if rules is None else rules_from_config(rules)
 
     greedy = temperature == 0
     plan = Plan(config=config, batch=batch, prompt_len=width, new_tokens=new_tokens,
                 num_tiles=tiles, num_samples=num_samples, greedy=greedy,
                 top_k=0 if greedy else int(top_k), use_top_p=not greedy and top_p < 1.0,
-                eos_ids=eos, pad_id=int(pad_token_id), suppress=suppress)
+                eos_ids=eos, pad_id=int(pad_token_id), suppress=suppress,
+                slots=int(slots or 0), mesh=mesh, rules=rules)
+    inputs = (prompt, lengths.astype(np.int32), None if tiles == 0 else pixels,
+              row_ids.astype(np.uint32), row_index.astype(np.uint32))
+    params, inputs = _place(plan, params, inputs)
     tokens, logprobs, gen_len, truncated = run_plan(
-        plan, params, jnp.asarray(prompt), jnp.asarray(lengths, jnp.int32),
-        None if tiles == 0 else jnp.asarray(pixels),
-        jnp.asarray(row_ids, jnp.uint32), jnp.asarray(row_index, jnp.uint32), seed,
-        1.0 if greedy else temperature, top_p, max_new_tokens)
+        plan, params, *inputs, seed, 1.0 if greedy else temperature, top_p, max_new_tokens)
     return GenerationOutput(tokens[:, :max_new_tokens], logprobs[:, :max_new_tokens], gen_len,
                             truncated)

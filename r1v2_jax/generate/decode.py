@@ -1,4 +1,4 @@
-"""One KV-cached decode step that runs the model's own layers one by one.
+"""The one KV-cached decode step of the package: every row writes its own cache slot.
 
 `Qwen2.decode` scans over layer-stacked parameters ([L, ...]). Inside a decode loop that
 means slicing every layer's weights out of the stack at every step, and on CPU XLA
@@ -6,7 +6,12 @@ materialises those slices: a full copy of the LM weights per generated token, wh
 doubles the (memory-bound) decode time. Here the stack is split ONCE before the loop and
 each step applies the very same `DecoderLayer` module to its own slice, with one KV cache
 per layer. The maths is `Qwen2.decode` for T = 1 (embed -> layers -> final norm -> head);
-the generation tests check it against the scanned forward token by token.
+tests/generate/test_decode.py checks it against the scanned forward.
+
+Rows write at their own slot (`slots` [R]): continuous batching puts rows of different
+ages side by side. The layer is vmapped over rows (each row a batch of one, its cache
+write a scatter); under a mesh, `spmd_axes` keeps the vmapped rows split over the batch
+mesh axes inside the layer's sharding constraints.
 """
 
 from __future__ import annotations
@@ -33,22 +38,38 @@ def split_cache(cache: KVCache) -> LayerCaches:
 
 
 def decode_step(config: VLMConfig, params, layers: list, caches: LayerCaches,
-                tokens: jax.Array, positions: jax.Array, slot: jax.Array,
-                kv_mask: jax.Array) -> tuple[jax.Array, LayerCaches]:
-    """Feeds tokens [R] at cache slot `slot` with RoPE positions [R].
-
-    kv_mask [R, S] marks the valid cache slots. Returns (fp32 logits [R, V], new caches).
-    """
+                tokens: jax.Array, positions: jax.Array, slots: jax.Array,
+                kv_mask: jax.Array, spmd_axes: tuple[str, ...] | None = None
+                ) -> tuple[jax.Array, LayerCaches]:
+    """Feeds tokens [R] at cache slots `slots` [R] (or one scalar slot for every row) with
+    RoPE positions [R]. kv_mask [R, S] marks the valid cache slots; a row sees the valid
+    slots up to its own. Returns (fp32 logits [R, V], new caches)."""
     model = VLM(config)
+    rows = tokens.shape[0]
+    slots = jnp.broadcast_to(jnp.asarray(slots, jnp.int32), (rows,))
     x = model.apply({"params": params}, tokens[:, None], method=lambda m, ids: m.text.embed(ids))
-    q_slots = jnp.full((tokens.shape[0], 1), slot, jnp.int32)
-    mask = causal_mask(q_slots, kv_mask)
+    mask = causal_mask(slots[:, None], kv_mask)  # [R, 1, S]
     layer = DecoderLayer(config)
+
+    def one_row(layer_params, x, position, mask, k, v, slot):
+        x, (k, v) = layer.apply({"params": layer_params}, x[None], position[None, None],
+                                mask[None], None, k[None], v[None], slot)
+        return x[0], k[0], v[0]
+
+    rowwise = jax.vmap(one_row, in_axes=(None, 0, 0, 0, 0, 0, 0), spmd_axis_name=spmd_axes)
     new_caches = []
     for layer_params, (k, v) in zip(layers, caches):
-        x, (k, v) = layer.apply({"params": layer_params}, x, positions[:, None], mask, None,
-                                k, v, slot)
+        x, k, v = rowwise(layer_params, x, positions, mask, k, v, slots)
         new_caches.append((k, v))
     logits = model.apply({"params": params}, x[:, 0],
                          method=lambda m, h: m.text.logits(m.text.norm(h)))
     return logits.astype(jnp.float32), new_caches
+
+
+def decode_step_stacked(config: VLMConfig, params, cache: KVCache, tokens, positions, slots,
+                        kv_mask, spmd_axes: tuple[str, ...] | None = None):
+    """`decode_step` on a stacked cache [L, R, S, Hkv, D] (the planner's and the bandwidth
+    benchmark's form of the state): returns (fp32 logits [R, V], new stacked cache)."""
+    logits, caches = decode_step(config, params, split_layers(params), split_cache(cache),
+                                 tokens, positions, slots, kv_mask, spmd_axes)
+    return logits, KVCache(jnp.stack([k for k, _ in caches]), jnp.stack([v for _, v in caches]))

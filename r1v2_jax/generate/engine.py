@@ -1,27 +1,39 @@
-"""The compiled generation program: one prefill, then a KV-cached decode `while_loop`.
+"""The compiled generation programs: a prefill, then a KV-cached decode `while_loop`.
 
-Layout of one call (B prompts, G samples each, R = B*G output rows):
+Two jitted programs per `Plan`, run back to back on device (the prefill's outputs feed the
+decode program as device arrays: no host round trip between them):
 
-    cache slots  [0, P)           the prompts, left-padded so every row's last prompt
-                                  token sits in slot P-1 (padding slots are masked out)
-                 [P, P+N)         generated tokens; token j is written at slot P+j
-    positions    prompt token i of a row -> i; generated token j -> length + j
+    prefill   B prompts [B, P] (+ image tiles) -> per-layer prompt KV [B, P, Hkv, D],
+              the prompt kv_mask [B, P] and the logits of each prompt's last token
+    decode    static (`Plan.slots == 0`, here): the prompt KV is repeated to R = B*G rows
+              (prompt-major: row b*G + g is sample g of prompt b), extended by N empty
+              slots, and every row decodes until all have stopped;
+              continuous (`Plan.slots > 0`, `continuous.py`): a fixed number of slots,
+              each refilled with the next pending (prompt, sample) when its row stops.
 
-The prompt KV cache ([B, P] slots) is computed once for the B prompts, then repeated to
-R rows (prompt-major: row b*G + g is sample g of prompt b) and extended by N empty slots.
-Decode stops when every row has emitted a stop token or after `max_new_tokens` (a traced
-bound below the bucket N); tokens after a row's stop are `pad_id` with log-prob 0.
+Cache layout of a row:
 
-Programs are cached per `Plan` (every static shape and option); `engine_stats()` counts
-traces (= compilations) and the prefills actually executed, for tests and benchmarks.
+    slots      [0, P)      the prompt, left-padded so its last token sits in slot P-1
+                           (padding slots are masked out)
+               [P, P+N)    generated tokens; token j is written at slot P+j
+    positions  prompt token i -> i; generated token j -> length + j
+
+Under a mesh (`Plan.mesh`) both programs are traced inside `activation_sharding(mesh,
+rules)`: parameters in their training layout, rows over the batch axes (data, fsdp), KV
+caches by `sharding.kv_cache_sharding` (rows over the batch axes, KV heads over tensor).
+
+Programs are cached per `Plan`; `engine_stats()` counts plans compiled, prefills run (and
+their rows), output rows, decode loop iterations and the live row-steps among them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from r1v2_jax.generate.decode import decode_step, split_cache, split_layers
 from r1v2_jax.generate.sampling import row_keys, sample_tokens, step_keys
@@ -44,28 +56,36 @@ class Plan:
     eos_ids: tuple[int, ...]
     pad_id: int
     suppress: tuple[int, ...]  # never generated
+    slots: int = 0  # 0: static batch of B*G rows; > 0: continuous batching on this many slots
+    mesh: Mesh | None = None
+    rules: tuple | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows of the decode loop."""
+        return self.slots or self.batch * self.num_samples
 
 
 @dataclasses.dataclass
 class EngineStats:
-    """Host-side counters. compilations: programs traced; prefill_calls / prefill_rows:
-    prefills executed and the prompt rows they processed; decode_rows: output rows."""
+    """Host-side counters. compilations: plans traced (each a prefill and a decode
+    program); prefill_calls / prefill_rows: prefills executed and the prompt rows they
+    processed; decode_rows: output rows; decode_steps: decode loop iterations;
+    row_steps / live_row_steps: decode rows x iterations, and those holding an unfinished
+    sample (occupancy = live / all)."""
 
     compilations: int = 0
     calls: int = 0
     prefill_calls: int = 0
     prefill_rows: int = 0
     decode_rows: int = 0
-
-
-@dataclasses.dataclass
-class _ProgramInfo:
-    prefills: int = 0
-    prefill_rows: int = 0
+    decode_steps: int = 0
+    row_steps: int = 0
+    live_row_steps: int = 0
 
 
 _STATS = EngineStats()
-_PROGRAMS: dict[Plan, tuple] = {}  # plan -> (jitted fn, _ProgramInfo)
+_PROGRAMS: dict[Any, Any] = {}  # plan (or prefill key) -> jitted fn
 
 
 def engine_stats() -> EngineStats:
@@ -81,10 +101,68 @@ def clear_program_cache() -> None:
     _PROGRAMS.clear()
 
 
-def _prefill(plan: Plan, info: _ProgramInfo, params, ids, lengths, pixels):
-    """Prompt rows [B, P] -> (KV cache [L, B, P, ...], prompt kv_mask [B, P], last logits)."""
-    info.prefills += 1  # trace-time bookkeeping: how many prefills this program holds
-    info.prefill_rows += ids.shape[0]
+# ----------------------------------------------------------------------------- placement
+
+def spmd_axes(plan: Plan, rows: int) -> tuple[str, ...] | None:
+    """The mesh axes that split decode rows (those of the "batch" rule, when `rows`
+    divides over them): the vmapped rows of `decode_step` stay split over them."""
+    if plan.mesh is None:
+        return None
+    axes = dict(plan.rules).get("batch") or ()
+    axes = tuple(a for a in ((axes,) if isinstance(axes, str) else axes)
+                 if plan.mesh.shape[a] > 1)
+    n = 1
+    for a in axes:
+        n *= plan.mesh.shape[a]
+    return axes if axes and rows % n == 0 else None
+
+
+def constrain_caches(plan: Plan, caches):
+    """Per-layer KV caches [R, S, Hkv, D] pinned to the KV cache rule (no-op off a mesh)."""
+    if plan.mesh is None:
+        return caches
+    from r1v2_jax.sharding import kv_cache_sharding
+
+    def pin(x):
+        return jax.lax.with_sharding_constraint(x, kv_cache_sharding(plan.mesh, plan.rules,
+                                                                     x.shape))
+    return [(pin(k), pin(v)) for k, v in caches]
+
+
+def traced_on_mesh(plan: Plan, fn):
+    """`fn` traced inside the plan's activation sharding (unchanged off a mesh)."""
+    if plan.mesh is None:
+        return fn
+    from r1v2_jax.sharding import traced_with_activation_sharding
+
+    return traced_with_activation_sharding(fn, plan.mesh, plan.rules)
+
+
+def is_stop_fn(plan: Plan):
+    eos = jnp.asarray(plan.eos_ids, jnp.int32)
+
+    def is_stop(tokens):
+        if not plan.eos_ids:
+            return jnp.zeros(tokens.shape, bool)
+        return jnp.any(tokens[:, None] == eos[None, :], axis=-1)
+    return is_stop
+
+
+def picker(plan: Plan, temperature, top_p):
+    """(logits [R, V], keys [R], steps) -> (tokens, behaviour log-probs)."""
+
+    def pick(logits, keys, step):
+        return sample_tokens(step_keys(keys, step), logits, greedy=plan.greedy,
+                             temperature=temperature, top_k=plan.top_k,
+                             use_top_p=plan.use_top_p, top_p=top_p, suppress=plan.suppress)
+    return pick
+
+
+# ----------------------------------------------------------------------------- prefill
+
+def prefill(plan: Plan, params, ids, lengths, pixels):
+    """Prompt rows [B, P] -> (per-layer KV [B, P, Hkv, D], prompt kv_mask [B, P], fp32
+    logits of the last prompt token [B, V])."""
     b, p = ids.shape
     model = VLM(plan.config)
     slot = jnp.arange(p, dtype=jnp.int32)[None, :]
@@ -95,92 +173,106 @@ def _prefill(plan: Plan, info: _ProgramInfo, params, ids, lengths, pixels):
                       cache=KVCache.init(plan.config, b, p), cache_index=0, kv_mask=kv_mask,
                       return_logits=False)
     logits = model.apply({"params": params}, out.hidden[:, -1], method=VLM.logits)
-    return out.cache, kv_mask, logits.astype(jnp.float32)
+    return constrain_caches(plan, split_cache(out.cache)), kv_mask, logits.astype(jnp.float32)
 
 
-def _share(cache: KVCache, kv_mask, num_samples: int, new_tokens: int):
-    """Prompt cache of B rows -> per-layer decode caches of B*G rows with `new_tokens`
-    empty slots appended (prompt-major repeat: the prompts are not recomputed)."""
-    grow = ((0, 0), (0, new_tokens), (0, 0), (0, 0))
-    caches = [(jnp.pad(jnp.repeat(k, num_samples, axis=0), grow),
-               jnp.pad(jnp.repeat(v, num_samples, axis=0), grow)) for k, v in split_cache(cache)]
-    kv_mask = jnp.pad(jnp.repeat(kv_mask, num_samples, axis=0), ((0, 0), (0, new_tokens)),
-                      constant_values=True)
-    return caches, kv_mask
+def prefill_key(plan: Plan):
+    """Plans that differ only in their decode share one prefill program."""
+    return ("prefill", plan.config, plan.batch, plan.prompt_len, plan.num_tiles, plan.mesh,
+            plan.rules)
 
 
-def _program(plan: Plan, info: _ProgramInfo):
+def prefill_program(plan: Plan):
+    """The jitted `prefill` of the plan: (params, ids, lengths, pixels)."""
+    key = prefill_key(plan)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = jax.jit(traced_on_mesh(plan, lambda *a: prefill(plan, *a)))
+    return _PROGRAMS[key]
+
+
+# ----------------------------------------------------------------------------- static decode
+
+def _share(plan: Plan, caches, kv_mask):
+    """Prompt caches of B rows -> decode caches of B*G rows with N empty slots appended
+    (prompt-major repeat: the prompts are not recomputed)."""
+    g, n = plan.num_samples, plan.new_tokens
+    grow = ((0, 0), (0, n), (0, 0), (0, 0))
+    caches = [(jnp.pad(jnp.repeat(k, g, axis=0), grow), jnp.pad(jnp.repeat(v, g, axis=0), grow))
+              for k, v in caches]
+    kv_mask = jnp.pad(jnp.repeat(kv_mask, g, axis=0), ((0, 0), (0, n)), constant_values=True)
+    return constrain_caches(plan, caches), kv_mask
+
+
+def static_decode(plan: Plan, params, caches, kv_mask, logits, lengths, sample_ids,
+                  sample_index, seed, temperature, top_p, max_new_tokens):
+    """Decodes all B*G rows together until every row has stopped (or max_new_tokens).
+    Returns (tokens, logprobs [R, N], lengths, truncated [R], iterations, live row-steps)."""
+    _STATS.compilations += 1  # runs once per trace
     g, n, p = plan.num_samples, plan.new_tokens, plan.prompt_len
-    eos = jnp.asarray(plan.eos_ids, jnp.int32)
+    is_stop, pick = is_stop_fn(plan), picker(plan, temperature, top_p)
+    caches, kv_mask = _share(plan, caches, kv_mask)
+    lengths = jnp.repeat(lengths, g)
+    rows = lengths.shape[0]
+    keys = row_keys(seed, sample_ids, sample_index)
+    tok, lp = pick(jnp.repeat(logits, g, axis=0), keys, 0)
+    tokens = jnp.full((rows, n), plan.pad_id, jnp.int32).at[:, 0].set(tok)
+    logprobs = jnp.zeros((rows, n), jnp.float32).at[:, 0].set(lp)
+    done = is_stop(tok)
+    gen_len = jnp.ones((rows,), jnp.int32)
+    layers = split_layers(params)  # sliced once, outside the loop (see decode.py)
+    spmd = spmd_axes(plan, rows)
 
-    def is_stop(tokens):
-        if not plan.eos_ids:
-            return jnp.zeros(tokens.shape, bool)
-        return jnp.any(tokens[:, None] == eos[None, :], axis=-1)
+    def cond(state):
+        step, _, _, _, _, done, _, _ = state
+        return (step < max_new_tokens) & ~jnp.all(done)
 
-    def run(params, ids, lengths, pixels, sample_ids, sample_index, seed, temperature, top_p,
-            max_new_tokens):
-        _STATS.compilations += 1  # runs once per trace
-        info.prefills = info.prefill_rows = 0
-        cache, kv_mask, logits = _prefill(plan, info, params, ids, lengths, pixels)
-        # Share the prefill: every sample of a prompt starts from the same cache.
-        caches, kv_mask = _share(cache, kv_mask, g, n)
-        lengths = jnp.repeat(lengths, g)
-        logits = jnp.repeat(logits, g, axis=0)
-        rows = lengths.shape[0]
-        keys = row_keys(seed, sample_ids, sample_index)
+    def body(state):
+        step, caches, last, tokens, logprobs, done, gen_len, live = state
+        live = live + jnp.sum(~done)
+        logits, caches = decode_step(plan.config, params, layers, caches, last,
+                                     lengths + step - 1, p + step - 1, kv_mask, spmd)
+        tok, lp = pick(logits, keys, step)
+        tok = jnp.where(done, plan.pad_id, tok)
+        lp = jnp.where(done, 0.0, lp)
+        tokens = tokens.at[:, step].set(tok)
+        logprobs = logprobs.at[:, step].set(lp)
+        gen_len = jnp.where(done, gen_len, step + 1)
+        done = done | is_stop(tok)
+        return step + 1, constrain_caches(plan, caches), tok, tokens, logprobs, done, gen_len, live
 
-        def pick(logits, step):
-            return sample_tokens(step_keys(keys, step), logits, greedy=plan.greedy,
-                                 temperature=temperature, top_k=plan.top_k,
-                                 use_top_p=plan.use_top_p, top_p=top_p,
-                                 suppress=plan.suppress)
+    state = (jnp.int32(1), caches, tok, tokens, logprobs, done, gen_len, jnp.int32(rows))
+    step, _, _, tokens, logprobs, done, gen_len, live = jax.lax.while_loop(cond, body, state)
+    return tokens, logprobs, gen_len, ~done, step, live
 
-        tok, lp = pick(logits, 0)
-        tokens = jnp.full((rows, n), plan.pad_id, jnp.int32).at[:, 0].set(tok)
-        logprobs = jnp.zeros((rows, n), jnp.float32).at[:, 0].set(lp)
-        done = is_stop(tok)
-        gen_len = jnp.ones((rows,), jnp.int32)
 
-        def cond(state):
-            step, _, _, _, _, done, _ = state
-            return (step < max_new_tokens) & ~jnp.all(done)
-
-        layers = split_layers(params)  # sliced once, outside the loop (see decode.py)
-
-        def body(state):
-            step, caches, last, tokens, logprobs, done, gen_len = state
-            logits, caches = decode_step(plan.config, params, layers, caches, last,
-                                         lengths + step - 1, p + step - 1, kv_mask)
-            tok, lp = pick(logits, step)
-            tok = jnp.where(done, plan.pad_id, tok)
-            lp = jnp.where(done, 0.0, lp)
-            tokens = tokens.at[:, step].set(tok)
-            logprobs = logprobs.at[:, step].set(lp)
-            gen_len = jnp.where(done, gen_len, step + 1)
-            done = done | is_stop(tok)
-            return step + 1, caches, tok, tokens, logprobs, done, gen_len
-
-        state = (jnp.int32(1), caches, tok, tokens, logprobs, done, gen_len)
-        _, _, _, tokens, logprobs, done, gen_len = jax.lax.while_loop(cond, body, state)
-        return tokens, logprobs, gen_len, ~done
-
-    return jax.jit(run)
+def decode_program(plan: Plan):
+    """The jitted decode of the plan: (params, caches, kv_mask, logits, lengths, sample_ids,
+    sample_index, seed, temperature, top_p, max_new_tokens)."""
+    if plan not in _PROGRAMS:
+        if plan.slots:
+            from r1v2_jax.generate.continuous import continuous_decode as fn
+        else:
+            fn = static_decode
+        _PROGRAMS[plan] = jax.jit(traced_on_mesh(plan, lambda *a: fn(plan, *a)))
+    return _PROGRAMS[plan]
 
 
 def run_plan(plan: Plan, params, ids, lengths, pixels, sample_ids, sample_index, seed,
              temperature, top_p, max_new_tokens):
-    """Runs (compiling on first use) the program of `plan`. Inputs are already bucketed:
-    ids [B, P] left-padded, lengths [B], pixels [tiles, H, W, 3] or None, sample_ids and
-    sample_index [B*G]. Returns (tokens, logprobs [B*G, N], lengths, truncated [B*G])."""
-    if plan not in _PROGRAMS:
-        info = _ProgramInfo()
-        _PROGRAMS[plan] = (_program(plan, info), info)
-    fn, info = _PROGRAMS[plan]
-    out = fn(params, ids, lengths, pixels, sample_ids, sample_index, jnp.uint32(seed),
-             jnp.float32(temperature), jnp.float32(top_p), jnp.int32(max_new_tokens))
+    """Runs (compiling on first use) the programs of `plan`. Inputs are already bucketed
+    and placed: ids [B, P] left-padded, lengths [B], pixels [tiles, H, W, 3] or None,
+    sample_ids and sample_index [B*G]. Returns (tokens, logprobs [B*G, N], lengths,
+    truncated [B*G])."""
+    caches, kv_mask, logits = prefill_program(plan)(params, ids, lengths, pixels)
+    tokens, logprobs, gen_len, truncated, steps, live = decode_program(plan)(
+        params, caches, kv_mask, logits, lengths, sample_ids, sample_index, jnp.uint32(seed),
+        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(max_new_tokens))
     _STATS.calls += 1
-    _STATS.prefill_calls += info.prefills
-    _STATS.prefill_rows += info.prefill_rows
+    _STATS.prefill_calls += 1
+    _STATS.prefill_rows += plan.batch
     _STATS.decode_rows += plan.batch * plan.num_samples
-    return out
+    steps = int(steps)  # the counters wait for the program (the outputs are needed anyway)
+    _STATS.decode_steps += steps
+    _STATS.row_steps += steps * plan.rows
+    _STATS.live_row_steps += int(live)
+    return tokens, logprobs, gen_len, truncated

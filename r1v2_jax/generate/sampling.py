@@ -41,8 +41,10 @@ def row_keys(seed: jax.Array, sample_ids: jax.Array, sample_index: jax.Array) ->
 
 
 def step_keys(keys: jax.Array, step: jax.Array) -> jax.Array:
-    """The rows' keys for decode step `step` (0 = the token sampled from the prefill)."""
-    return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
+    """The rows' keys for decode step `step` (0 = the token sampled from the prefill): one
+    step for every row, or one per row [R] (rows of different ages in continuous batching)."""
+    steps = jnp.broadcast_to(jnp.asarray(step, jnp.int32), keys.shape)
+    return jax.vmap(jax.random.fold_in)(keys, steps)
 
 
 def nucleus_threshold(probs: jax.Array, top_p: jax.Array) -> jax.Array:

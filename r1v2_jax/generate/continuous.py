@@ -1,0 +1,111 @@
+"""Continuous batching: a fixed number of decode slots, refilled as rows stop.
+
+The work list is the R = B*G (prompt, sample) pairs in prompt-major order. The B prompts
+are prefilled once (`engine.prefill`: the G samples of a prompt share it); that prompt
+KV store [B, P] stays on device. The decode loop holds `slots` rows, each with its own
+KV cache of P + N slots (recycled: memory is slots x (P+N), not R x (P+N)):
+
+    every iteration
+      refill   each free slot takes the next pending pair (in order): the prompt's KV is
+               copied from the store into the slot's [0, P), its first token is sampled
+               from the prompt's last logits (step 0), the slot becomes live (unless that
+               token already stops it)
+      decode   one `decode_step` for all slots, each writing its own cache slot
+               P + step - 1 at position length + step - 1; live slots sample token `step`,
+               write it to their pair's output row, and stop on a stop id or at
+               max_new_tokens
+    until no slot is live and no pair is pending.
+
+A pair's token at step t is drawn with key (seed, sample id, sample index, t), exactly as
+in the static engine, and the maths of a row does not involve its neighbours, so a
+sample's tokens, log-probs and stop reason do not depend on its slot or on which other
+samples it decoded beside. The slot's stale cache beyond the current step is never read
+(causal mask), so a refilled slot needs no clearing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from r1v2_jax.generate import engine
+from r1v2_jax.generate.decode import decode_step, split_layers
+from r1v2_jax.generate.engine import Plan, constrain_caches, is_stop_fn, picker, spmd_axes
+from r1v2_jax.generate.sampling import row_keys
+
+
+def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengths,
+                      sample_ids, sample_index, seed, temperature, top_p, max_new_tokens):
+    """store: per-layer prompt KV [B, P, Hkv, D]; store_mask [B, P]; store_logits [B, V];
+    lengths [B]; sample_ids / sample_index [R]. Returns (tokens, logprobs [R, N], lengths,
+    truncated [R], iterations, live slot-steps) like `engine.static_decode`."""
+    engine._STATS.compilations += 1  # runs once per trace
+    g, n, p, s = plan.num_samples, plan.new_tokens, plan.prompt_len, plan.slots
+    r = plan.batch * g
+    is_stop, pick = is_stop_fn(plan), picker(plan, temperature, top_p)
+    keys = row_keys(seed, sample_ids, sample_index)  # [R]
+    caches = constrain_caches(plan, [(jnp.zeros((s, p + n) + k.shape[2:], k.dtype),
+                                      jnp.zeros((s, p + n) + v.shape[2:], v.dtype))
+                                     for k, v in store])
+    kv_mask = jnp.ones((s, p + n), bool)  # [P, P+N): written before read (causal)
+    layers = split_layers(params)  # sliced once, outside the loop (see decode.py)
+    spmd = spmd_axes(plan, s)
+
+    def refill(state):
+        (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
+         gen_len, stopped) = state
+        free = ~live
+        new = next_item + jnp.cumsum(free) - 1
+        take = free & (new < r)
+        new_item = jnp.where(take, new, 0)
+        prompt = new_item // g
+        put = lambda old, fresh: old.at[:, :p].set(
+            jnp.where(take.reshape((s,) + (1,) * (old.ndim - 1)), fresh[prompt], old[:, :p]))
+        caches = constrain_caches(plan, [(put(k, sk), put(v, sv))
+                                         for (k, v), (sk, sv) in zip(caches, store)])
+        kv_mask = put(kv_mask, store_mask)
+        tok, lp = pick(store_logits[prompt], keys[new_item], 0)
+        out = jnp.where(take, new_item, r)  # r: out of bounds, dropped
+        tokens = tokens.at[out, 0].set(tok, mode="drop")
+        logprobs = logprobs.at[out, 0].set(lp, mode="drop")
+        gen_len = gen_len.at[out].set(1, mode="drop")
+        stop = is_stop(tok)
+        stopped = stopped.at[out].set(stop, mode="drop")
+        item = jnp.where(take, new_item, item)
+        step = jnp.where(take, 1, step)
+        live = jnp.where(take, ~stop & (max_new_tokens > 1), live)
+        last = jnp.where(take, tok, last)
+        next_item = next_item + jnp.sum(take)
+        return (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
+                gen_len, stopped)
+
+    def cond(state):
+        live, next_item = state[5], state[2]
+        return jnp.any(live) | (next_item < r)
+
+    def body(state):
+        state = jax.lax.cond(jnp.any(~state[5]) & (state[2] < r), refill, lambda x: x, state)
+        (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
+         gen_len, stopped) = state
+        at = jnp.clip(step - 1, 0, n - 1)  # idle slots write their own stale tail
+        logits, caches = decode_step(plan.config, params, layers, caches, last,
+                                     lengths[item // g] + at, p + at, kv_mask, spmd)
+        tok, lp = pick(logits, keys[item], step)
+        out = jnp.where(live, item, r)
+        col = jnp.clip(step, 0, n - 1)
+        tokens = tokens.at[out, col].set(tok, mode="drop")
+        logprobs = logprobs.at[out, col].set(lp, mode="drop")
+        gen_len = gen_len.at[out].set(step + 1, mode="drop")
+        stop = is_stop(tok)
+        stopped = stopped.at[out].set(stop, mode="drop")
+        busy = busy + jnp.sum(live)
+        live = live & ~stop & (step + 1 < max_new_tokens)
+        return (it + 1, busy, next_item, item, step + 1, live, tok, constrain_caches(plan, caches),
+                kv_mask, tokens, logprobs, gen_len, stopped)
+
+    zeros = jnp.zeros((s,), jnp.int32)
+    state = (jnp.int32(0), jnp.int32(0), jnp.int32(0), zeros, zeros, jnp.zeros((s,), bool),
+             zeros, caches, kv_mask, jnp.full((r, n), plan.pad_id, jnp.int32),
+             jnp.zeros((r, n), jnp.float32), jnp.zeros((r,), jnp.int32), jnp.zeros((r,), bool))
+    it, busy, *_, tokens, logprobs, gen_len, stopped = jax.lax.while_loop(cond, body, state)
+    return tokens, logprobs, gen_len, ~stopped, it, busy
