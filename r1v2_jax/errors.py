@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 import signal
 import sys
 from typing import Callable, Iterator
@@ -48,6 +50,28 @@ _TYPED_ERRORS = {
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                 errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EFBIG,
                 errno.ENAMETOOLONG, errno.ENOTEMPTY}
+
+
+_TS_OS_ERROR = re.compile(r"os_error_code='(\d+)'")  # how TensorStore reports an errno
+
+
+def filesystem_errno(err: BaseException) -> int | None:
+    """The errno of a filesystem failure the user must fix (disk full, read-only, no
+    permission...): an OSError, or a TensorStore error carrying an OS error code."""
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None and isinstance(err, ValueError):
+        match = _TS_OS_ERROR.search(str(err))
+        code = int(match.group(1)) if match else None
+    return code if code in _USER_ERRNOS else None
+
+
+def output_error(err: BaseException, output) -> UserError | None:
+    """A UserError naming `output` when writing it failed for a filesystem reason."""
+    code = filesystem_errno(err)
+    if code is None:
+        return None
+    return UserError(f"{output}: cannot write the output ({os.strerror(code)}); nothing was "
+                     "written (the partial output was removed)")
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

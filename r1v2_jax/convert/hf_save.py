@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from r1v2_jax.convert.errors import ConversionError
+from r1v2_jax.errors import output_error
 from r1v2_jax.convert.hf_config_out import check_writable, hf_config_dict
 from r1v2_jax.convert.hf_load import resolve_dtype
 from r1v2_jax.convert.mapping import LeafPath, TensorRule, flatten, rules_for
@@ -112,8 +113,11 @@ def write_hf(config: VLMConfig, read_leaf: ReadLeaf, leaf_dtypes: dict[LeafPath,
         (tmp / "config.json").write_text(
             json.dumps(hf_config_dict(config, layout, config_dtype), indent=2))
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as err:  # exceptions, Ctrl-C, SIGTERM (r1v2_jax.errors.signals_raise)
         shutil.rmtree(tmp, ignore_errors=True)
+        user_error = output_error(err, path)  # disk full, read-only destination
+        if user_error is not None:
+            raise user_error from err
         raise
     return path
 

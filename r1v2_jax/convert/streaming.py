@@ -24,6 +24,7 @@ import tensorstore as ts
 from etils import epath
 
 from r1v2_jax.convert.errors import ConversionError
+from r1v2_jax.errors import output_error
 from r1v2_jax.convert.hf_load import open_hf_checkpoint
 from r1v2_jax.convert.mapping import LeafPath, leaf_shapes
 from r1v2_jax.convert.orbax_io import PARAMS_DIR, write_jax_config
@@ -100,7 +101,10 @@ def convert_to_jax(src: str | Path, dst: str | Path, *, dtype="bfloat16",
         (params_dir / "_METADATA").write_text(json.dumps(orbax_tree_metadata(shapes)))
         write_jax_config(ckpt.config, tmp)
         os.rename(tmp, dst)
-    except BaseException:
+    except BaseException as err:  # exceptions, Ctrl-C, SIGTERM (r1v2_jax.errors.signals_raise)
         shutil.rmtree(tmp, ignore_errors=True)
+        user_error = output_error(err, dst)  # disk full, read-only destination
+        if user_error is not None:
+            raise user_error from err
         raise
     return dst

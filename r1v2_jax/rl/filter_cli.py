@@ -1,8 +1,37 @@
 """`r1v2 filter-prompts`: the SSB's offline use (R1V2 sec. 3.3.2): k rollouts per prompt
 with the starting policy; prompts whose group is all-correct or all-wrong are dropped
-(they would give zero advantages), the rest are written to a new JSONL file."""
+(they would give zero advantages), the rest are written to a new JSONL file.
+
+The options and the output path are checked before the policy is loaded or any rollout
+runs, so a bad --output fails in a second, not after hours of sampling."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+
+from r1v2_jax.errors import UserError
+
+
+def check_paths(input_path: str, output_path: str) -> None:
+    """UserError unless `input_path` is a file and `output_path` can be written (its folder
+    exists and accepts a new file, it is not a folder, not the input)."""
+    if not os.path.isfile(input_path):
+        raise UserError(f"--input {input_path}: no such file")
+    out = os.path.abspath(output_path)
+    folder = os.path.dirname(out)
+    if os.path.isdir(out):
+        raise UserError(f"--output {output_path}: is a folder; give a file path")
+    if not os.path.isdir(folder):
+        raise UserError(f"--output {output_path}: folder {folder} does not exist")
+    if os.path.exists(out) and os.path.samefile(out, input_path):
+        raise UserError(f"--output {output_path}: is the input file; write elsewhere")
+    try:  # the probe the atomic write will need: a new file in the same folder
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp_probe_")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"--output {output_path}: cannot write in {folder} ({err.strerror})") from None
 
 
 def register(subparsers) -> None:
@@ -24,6 +53,10 @@ def main(args) -> int:
     from r1v2_jax.rl.scoring import make_scorer
     from r1v2_jax.train.cli import build_policy, load_examples, load_recipe
 
+    if args.k < 2 or args.batch_prompts < 1:
+        raise UserError(f"-k must be >= 2 (got {args.k}) and --batch-prompts >= 1 (got "
+                        f"{args.batch_prompts})")
+    check_paths(args.input, args.output)
     cfg = load_recipe(args.config, args.overrides)
     config, params, tokenizer = build_policy(cfg)
     # on_invalid must be "error" here: the output lines correspond one-to-one to the input
