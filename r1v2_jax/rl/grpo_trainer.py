@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -31,12 +30,10 @@ from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.grpo_step import GRPOLossOptions, make_grpo_update, make_score_fn
 from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
 from r1v2_jax.rl import ssb as ssb_lib
-from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
-from r1v2_jax.train.loop import run_steps
-from r1v2_jax.train.metrics import MetricsWriter
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
+from r1v2_jax.train.trainer import Trainer
 
 Scorer = Callable[[PromptExample, str], dict[str, Any]]
 
@@ -66,16 +63,16 @@ def _score_fn(config, temperature):
     return make_score_fn(config, temperature)
 
 
-class GRPOTrainer:
+class GRPOTrainer(Trainer):
     """cfg: the recipe ConfigDict (see configs/grpo_demo.py for every field)."""
 
     def __init__(self, cfg, model_config: VLMConfig, params, *, tokenizer: Tokenizer,
                  prompt: PromptConfig, train: Sequence[PromptExample],
                  heldout: Sequence[PromptExample], score: Scorer, workdir: str,
                  stage: str = "grpo", log: Callable[[str], None] = print, mesh=None, rules=None):
-        self.cfg, self.config, self.tok, self.prompt = cfg, model_config, tokenizer, prompt
+        super().__init__(cfg, workdir, stage=stage, log=log)
+        self.config, self.tok, self.prompt = model_config, tokenizer, prompt
         self.train_examples, self.heldout, self.score = list(train), list(heldout), score
-        self.workdir, self.stage, self.log = workdir, stage, log
         g, r = cfg.grpo, cfg.rollout
         self.sampling = SamplingOptions(int(r.num_generations), int(r.max_new_tokens),
                                         float(r.temperature), float(r.top_p), int(r.top_k))
@@ -113,7 +110,6 @@ class GRPOTrainer:
         self.optimizer = _optimizer(optim_items, updates_per_step)
         self.opt_state = jax.jit(self.optimizer.init)(trainable)
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
-        self.step = 0
         self.data_state = DataState()
         self.ssb = None
         if cfg.ssb.enabled:
@@ -127,10 +123,6 @@ class GRPOTrainer:
             opts, use_old_logps=True, use_is_weights=self._needs_is()), optim_items,
             updates_per_step, self.compute_dtype)
         self.score_logps = _score_fn(model_config, float(r.temperature))
-        self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 save_every=int(cfg.train.checkpoint_every),
-                                 keep=int(cfg.train.keep_checkpoints),
-                                 async_save=bool(cfg.train.async_checkpoint))
         self.counters = {"skipped_updates": 0}
 
     def _needs_is(self) -> bool:
@@ -141,45 +133,29 @@ class GRPOTrainer:
         return merge_params(cast_tree(self.trainable, self.config.jnp_param_dtype)
                             if self.compute_dtype is not None else self.trainable, self.frozen)
 
-    def _device_state(self):
+    def device_state(self):
         return {"trainable": self.trainable, "opt_state": self.opt_state,
-                "ref_trainable": self.ref_trainable, "rng": self.rng,
-                "step": jnp.asarray(self.step, jnp.int32)}
+                "ref_trainable": self.ref_trainable, "rng": self.rng}
 
-    def _host_state(self):
+    def load_device_state(self, state):
+        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
+        self.ref_trainable, self.rng = state["ref_trainable"], state["rng"]
+
+    def host_state(self):
         return {"data": self.data_state.to_dict(), "counters": dict(self.counters),
                 "ssb": self.ssb.state_dict() if self.ssb is not None else None}
 
-    def save(self, force: bool = False):
-        self.ckpt.save(self.step, self._device_state(), self._host_state(), force=force)
-
-    def maybe_resume(self) -> bool:
-        latest = self.ckpt.latest_step()
-        if latest is None:
-            return False
-        state, host = self.ckpt.restore(latest, self._device_state())
-        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
-        self.ref_trainable, self.rng = state["ref_trainable"], state["rng"]
-        self.step = int(state["step"])
+    def load_host_state(self, host):
         self.data_state = DataState.from_dict(host["data"])
         self.counters = dict(host["counters"])
         if self.ssb is not None:
             self.ssb.load_state_dict(host["ssb"])
-        self.log(f"[{self.stage}] resumed from step {self.step}")
-        return True
 
     # ----------------------------------------------------------------------------- loop
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.config, self.params(), self.heldout, tokenizer=self.tok,
                         prompt=self.prompt, max_new_tokens=self.sampling.max_new_tokens,
                         batch_size=int(self.cfg.rollout.eval_batch_size), score=self.score)
-
-    def run(self, steps: int | None = None, metrics: MetricsWriter | None = None,
-            stop_after: int | None = None) -> dict[str, float]:
-        """Trains to `steps` (default cfg.train.steps), resuming if a checkpoint exists.
-        `stop_after` simulates a crash after that many steps of this call (tests)."""
-        steps = int(self.cfg.train.steps if steps is None else steps)
-        return run_steps(self, steps, metrics=metrics, stop_after=stop_after)
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.time()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -39,12 +38,10 @@ from r1v2_jax.rl.grpo_trainer import seq_len_for
 from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions, make_mpo_update
 from r1v2_jax.rl.pairs import PreferencePair, hybrid_reward_range, pair_seq_len, sample_pairs
 from r1v2_jax.rl.rollout import SamplingOptions
-from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
-from r1v2_jax.train.loop import run_steps
-from r1v2_jax.train.metrics import MetricsWriter
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
+from r1v2_jax.train.trainer import Trainer
 
 
 def stage_config(cfg, section: str) -> ml_collections.ConfigDict:
@@ -101,7 +98,7 @@ def _optimizer_and_update(config: VLMConfig, opts: MPOLossOptions, optim_json: s
         config, opts, optimizer, compute_dtype=compute_dtype, donate=False)
 
 
-class MPOTrainer:
+class MPOTrainer(Trainer):
     """cfg: the recipe (configs/mpo_base.py `mpo_recipe` documents every field); pass it
     through `stage_config(cfg, "mpo")` first when cfg.mpo carries optim/train overrides."""
 
@@ -110,9 +107,10 @@ class MPOTrainer:
                  heldout: Sequence[PromptExample], score: Callable[..., dict[str, Any]],
                  workdir: str, stage: str = "mpo", log: Callable[[str], None] = print,
                  offline_pairs: Sequence[PreferencePair] = (), mesh=None, rules=None):
-        self.cfg, self.config, self.tok, self.prompt = cfg, model_config, tokenizer, prompt
+        super().__init__(cfg, workdir, stage=stage, log=log)
+        self.eval_at_start = bool(cfg.mpo.eval_at_start)
+        self.config, self.tok, self.prompt = model_config, tokenizer, prompt
         self.train_examples, self.heldout, self.score = list(train), list(heldout), score
-        self.workdir, self.stage, self.log = workdir, stage, log
         m = cfg.mpo
         self.sampling = SamplingOptions(int(m.num_samples), int(cfg.rollout.max_new_tokens),
                                         float(m.temperature), float(m.top_p), int(m.top_k))
@@ -148,7 +146,6 @@ class MPOTrainer:
         self.opt_state = init_state(trainable)
         self.delta: BCODeltaState = bco_delta_init()
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
-        self.step = 0
         self.data_state = DataState()
         self.online: list[PreferencePair] = []
         self.pool: list[PreferencePair] = []
@@ -156,10 +153,6 @@ class MPOTrainer:
         self.round_stats: dict[str, Any] = {}
         self.counters = {"skipped_updates": 0, "rounds": 0, "sampling_attempts": 0}
         self.by_uid = {e.uid: e for e in self.train_examples}
-        self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 save_every=int(cfg.train.checkpoint_every),
-                                 keep=int(cfg.train.keep_checkpoints),
-                                 async_save=bool(cfg.train.async_checkpoint))
 
     # ----------------------------------------------------------------------------- state
     def params(self):
@@ -168,12 +161,16 @@ class MPOTrainer:
             trainable = cast_tree(trainable, self.config.jnp_param_dtype)
         return merge_params(trainable, self.frozen)
 
-    def _device_state(self):
+    def device_state(self):
         return {"trainable": self.trainable, "opt_state": self.opt_state,
-                "ref_trainable": self.ref_trainable, "delta": self.delta, "rng": self.rng,
-                "step": jnp.asarray(self.step, jnp.int32)}
+                "ref_trainable": self.ref_trainable, "delta": self.delta, "rng": self.rng}
 
-    def _host_state(self):
+    def load_device_state(self, state):
+        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
+        self.ref_trainable, self.rng = state["ref_trainable"], state["rng"]
+        self.delta = BCODeltaState(*state["delta"])
+
+    def host_state(self):
         pool = [{"uid": p.example.uid, "chosen": p.chosen_ids, "rejected": p.rejected_ids,
                  "scores": [p.chosen_score, p.rejected_score],
                  "hallucinated": [p.chosen_hallucinated, p.rejected_hallucinated]}
@@ -182,18 +179,7 @@ class MPOTrainer:
                 "pool_state": self.pool_state.to_dict(), "round_stats": dict(self.round_stats),
                 "counters": dict(self.counters)}
 
-    def save(self, force: bool = False):
-        self.ckpt.save(self.step, self._device_state(), self._host_state(), force=force)
-
-    def maybe_resume(self) -> bool:
-        latest = self.ckpt.latest_step()
-        if latest is None:
-            return False
-        state, host = self.ckpt.restore(latest, self._device_state())
-        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
-        self.ref_trainable, self.rng = state["ref_trainable"], state["rng"]
-        self.delta = BCODeltaState(*state["delta"])
-        self.step = int(state["step"])
+    def load_host_state(self, host):
         self.data_state = DataState.from_dict(host["data"])
         self.online = [PreferencePair(self.by_uid[int(d["uid"])], np.asarray(d["chosen"], np.int32),
                                       np.asarray(d["rejected"], np.int32), *map(float, d["scores"]),
@@ -201,22 +187,12 @@ class MPOTrainer:
         self.pool = self.online + self.offline
         self.pool_state = DataState.from_dict(host["pool_state"])
         self.round_stats, self.counters = dict(host["round_stats"]), dict(host["counters"])
-        self.log(f"[{self.stage}] resumed from step {self.step}")
-        return True
 
     # ----------------------------------------------------------------------------- loop
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.config, self.params(), self.heldout, tokenizer=self.tok,
                         prompt=self.prompt, max_new_tokens=self.sampling.max_new_tokens,
                         batch_size=int(self.cfg.rollout.eval_batch_size), score=self.score)
-
-    def run(self, steps: int | None = None, metrics: MetricsWriter | None = None,
-            stop_after: int | None = None) -> dict[str, Any]:
-        """Trains to `steps` (default train.steps), resuming from the newest checkpoint.
-        `stop_after` simulates a crash after that many steps of this call (tests)."""
-        steps = int(self.cfg.train.steps if steps is None else steps)
-        return run_steps(self, steps, metrics=metrics, stop_after=stop_after,
-                         eval_at_start=bool(self.cfg.mpo.eval_at_start))
 
     def _new_round(self) -> None:
         """Samples prompt batches until the pool (with the offline pairs) holds

@@ -1,0 +1,96 @@
+"""The trainer base every stage (SFT, reward model, MPO, GRPO) derives from.
+
+A subclass says what its state is and what one step does:
+
+  device_state() / load_device_state(state)   the jax pytree saved with orbax (trainable
+                                              params, optimizer state, RNG, step, ...)
+  host_state() / load_host_state(host)        JSON-able host state (data position, buffers)
+  train_step() -> record                      one step; must advance `self.step`
+  evaluate() -> metrics                       held-out evaluation ({} if none)
+  params()                                    the full parameter tree of the current model
+
+and gets from the base: checkpoints every `train.checkpoint_every` steps (async, the newest
+`train.keep_checkpoints` kept), exact resume from the newest checkpoint in
+`WORKDIR/checkpoints`, metrics in `WORKDIR/metrics.jsonl` + TensorBoard, held-out evaluation
+every `train.eval_every` steps, and `run()`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from r1v2_jax.train.checkpoint import Checkpointer
+from r1v2_jax.train.loop import run_steps
+from r1v2_jax.train.metrics import MetricsWriter
+
+
+def join(workdir: str, *parts: str) -> str:
+    """Path join that keeps bucket URLs (gs://...) intact."""
+    return "/".join([str(workdir).rstrip("/"), *parts]) if "://" in str(workdir) \
+        else os.path.join(workdir, *parts)
+
+
+class Trainer:
+    """Base class; see the module docstring. `cfg.train` supplies checkpoint_every,
+    keep_checkpoints, async_checkpoint, eval_every, steps and progress_bar."""
+
+    eval_at_start: bool = True
+
+    def __init__(self, cfg, workdir: str, *, stage: str, log: Callable[[str], None] = print):
+        self.cfg, self.workdir, self.stage, self.log = cfg, workdir, stage, log
+        self.step = 0
+        t = cfg.train
+        self.ckpt = Checkpointer(join(workdir, "checkpoints"),
+                                 save_every=int(t.checkpoint_every), keep=int(t.keep_checkpoints),
+                                 async_save=bool(t.async_checkpoint))
+
+    # ---------------------------------------------------------------- subclass interface
+    def device_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_device_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def host_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_host_state(self, host: dict[str, Any]) -> None:
+        pass
+
+    def train_step(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+    def params(self):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- provided
+    def _full_device_state(self) -> dict[str, Any]:
+        return {**self.device_state(), "step": jnp.asarray(self.step, jnp.int32)}
+
+    def save(self, force: bool = False) -> None:
+        self.ckpt.save(self.step, self._full_device_state(), self.host_state(), force=force)
+
+    def maybe_resume(self) -> bool:
+        latest = self.ckpt.latest_step()
+        if latest is None:
+            return False
+        state, host = self.ckpt.restore(latest, self._full_device_state())
+        self.step = int(state.pop("step"))
+        self.load_device_state(state)
+        self.load_host_state(host)
+        self.log(f"[{self.stage}] resumed from step {self.step}")
+        return True
+
+    def run(self, steps: int | None = None, metrics: MetricsWriter | None = None,
+            stop_after: int | None = None) -> dict[str, Any]:
+        """Trains to `steps` (default train.steps), resuming from the newest checkpoint.
+        `stop_after` simulates a crash after that many steps of this call (tests)."""
+        steps = int(self.cfg.train.steps if steps is None else steps)
+        return run_steps(self, steps, metrics=metrics, stop_after=stop_after,
+                         eval_at_start=self.eval_at_start)
