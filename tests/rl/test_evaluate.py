@@ -1,5 +1,6 @@
-"""Held-out evaluation arithmetic: greedy metrics, sampled accuracy and pass@k, with the
-rollout replaced by a table of known outcomes (the decoding itself is tested in
+"""Held-out evaluation: greedy metrics, sampled accuracy and pass@k with the rollout
+replaced by a table of known outcomes; `evaluate_report` on a tiny random model with a
+fake scorer whose outcomes are known by hand (the decoding itself is tested in
 tests/generate and end to end in tests/demo)."""
 
 import json
