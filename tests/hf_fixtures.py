@@ -41,7 +41,9 @@ def tiny_configs(*, norm_type="rms_norm", qk_norm=True, qkv_bias=False, tie=Fals
     text = Qwen2Config(
         vocab_size=VOCAB_SIZE, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=num_kv_heads, max_position_embeddings=512,
-        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        # non-default eps and theta (R1V2: 1e6; HF and a hard-coded RoPE: 1e4), so that an
+        # ignored field changes the logits beyond the parity tolerance
+        rms_norm_eps=1e-3, rope_parameters={"rope_type": "default", "rope_theta": 5e5},
         tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2)
     return InternVLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID,
                           image_seq_length=(grid // 2) ** 2, downsample_ratio=0.5,
@@ -196,3 +198,112 @@ def _original_config(config, dtype: str) -> dict:
             "tie_word_embeddings": t.tie_word_embeddings, "bos_token_id": t.bos_token_id,
             "eos_token_id": t.eos_token_id, "torch_dtype": dtype},
     }
+
+
+# ----------------------------------------------------------------------------- tokenizer
+# The QwQ-32B ChatML template (its tool-calling branch left out): an optional first system
+# turn, earlier assistant turns stripped of their reasoning, and a generation prompt that
+# opens the reasoning with `<think>\n`, the prompt format of /work/shared/spec/architecture.md.
+QWQ_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{%- set content = message.content %}"
+    "{%- if not loop.last %}"
+    "{%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' }}"
+    "{%- endif %}")
+
+# Added tokens at fixed ids inside VOCAB_SIZE: eos/bos as in tiny_configs (eos_token_id=2
+# is <|im_end|>, bos_token_id=1 is <|endoftext|> as in Qwen2), <IMG_CONTEXT> = IMAGE_TOKEN_ID
+# with <img>/</img> just before it (as in layout A's added_tokens.json above).
+QWEN2_ADDED_TOKENS = {"<|endoftext|>": 1, "<|im_end|>": 2, "<|im_start|>": 3,
+                      "<img>": IMAGE_TOKEN_ID - 2, "</img>": IMAGE_TOKEN_ID - 1,
+                      "<IMG_CONTEXT>": IMAGE_TOKEN_ID, "<think>": IMAGE_TOKEN_ID + 1,
+                      "</think>": IMAGE_TOKEN_ID + 2}
+QWEN2_SPECIAL = ("<|endoftext|>", "<|im_end|>", "<|im_start|>", "<img>", "</img>",
+                 "<IMG_CONTEXT>")  # <think>/</think> are ordinary added tokens in Qwen
+_MERGE_CORPUS = ["system", "user", "assistant", "How many red circles are there?",
+                 "The answer is \\boxed{3}.", "I see the shapes.", "Be brief and count them."]
+
+
+def _qwen2_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocab of exactly VOCAB_SIZE ids: the added tokens at their ids, the
+    byte characters of printable ASCII and newline ('`' left out for room) on the free ids
+    below <img>, then merges learned on a few sentences on the ids above </think>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_char = bytes_to_unicode()
+    alphabet = [byte_char[b] for b in [10, *range(32, 127)] if b != ord("`")]
+    low_ids = [i for i in range(IMAGE_TOKEN_ID - 2) if i not in QWEN2_ADDED_TOKENS.values()]
+    high_ids = list(range(max(QWEN2_ADDED_TOKENS.values()) + 1, VOCAB_SIZE))
+    assert len(alphabet) == len(low_ids), (len(alphabet), len(low_ids))
+    trainer_tok = Tokenizer(models.BPE())
+    trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + len(high_ids),
+                                  initial_alphabet=alphabet, show_progress=False)
+    trainer_tok.train_from_iterator(_MERGE_CORPUS * 4, trainer)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in json.loads(trainer_tok.to_str())["model"]["merges"]][:len(high_ids)]
+    vocab = dict(QWEN2_ADDED_TOKENS)
+    vocab.update(zip(alphabet, low_ids))
+    vocab.update(zip(("".join(m) for m in merges), high_ids))
+    assert sorted(vocab.values()) == list(range(VOCAB_SIZE))
+    return vocab, merges
+
+
+def make_qwen2_tokenizer(path) -> Path:
+    """Writes a tiny Qwen2-style tokenizer folder (tokenizer.json, tokenizer_config.json with
+    the QwQ chat template, added_tokens.json, special_tokens_map.json) offline; returns it.
+
+    transformers' own Qwen2Tokenizer (Qwen2's pre-tokenizer regex, byte-level BPE, NFC)
+    built on `_qwen2_vocab_and_merges`; ids fit the tiny model (VOCAB_SIZE ids). Text
+    outside printable ASCII + newline has no tokens here.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    path = Path(path)
+    vocab, merges = _qwen2_vocab_and_merges()
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None,
+                         eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         model_max_length=512, clean_up_tokenization_spaces=False)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_SPECIAL],
+                   special_tokens=True)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                    for t in ("<think>", "</think>")])
+    assert len(tok) == VOCAB_SIZE and all(tok.convert_tokens_to_ids(t) == i
+                                          for t, i in QWEN2_ADDED_TOKENS.items())
+    tok.save_pretrained(path)
+    # The released files keep the template inside tokenizer_config.json.
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    config_file = path / "tokenizer_config.json"
+    tok_config = json.loads(config_file.read_text())
+    tok_config["chat_template"] = QWQ_CHAT_TEMPLATE
+    config_file.write_text(json.dumps(tok_config, indent=2))
+    (path / "added_tokens.json").write_text(json.dumps(
+        {t: i for t, i in QWEN2_ADDED_TOKENS.items() if i >= IMAGE_TOKEN_ID - 2}, indent=2))
+    return path
+
+
+def make_tiny_release(path, seed=0) -> Path:
+    """A complete tiny checkpoint folder `path` (must not exist) in the released layout A:
+    config.json, safetensors shards + index, and the Qwen2-style tokenizer files."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder, _ = make_tiny_hf(path.parent, layout="original", seed=seed)
+    folder.rename(path)
+    make_qwen2_tokenizer(path)
+    return path
