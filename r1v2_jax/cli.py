@@ -19,8 +19,9 @@ from r1v2_jax.errors import run_command
 _COMMANDS = {
     "convert": "r1v2_jax.convert.cli",
     "generate": "r1v2_jax.generate.cli",
-    "train": "r1v2_jax.train.cli",
-    "filter-prompts": "r1v2_jax.rl.filter_cli",
+    "train": "r1v2_jax.recipes.cli",
+    "eval": "r1v2_jax.recipes.eval_cli",
+    "filter-prompts": "r1v2_jax.recipes.filter_cli",
     "demo": "r1v2_jax.demo.cli",
     "plan": "r1v2_jax.tools.plan",
     "bench": "r1v2_jax.tools.bench",
@@ -46,7 +47,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra  # `--config.a.b=value` items (train, eval, demo, filter-prompts)
     return run_command(args.command, lambda: args.func(args))
 
 

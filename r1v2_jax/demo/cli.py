@@ -15,8 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-compare", action="store_true", help="skip the GRPO run without SSB")
     p.add_argument("--compare-objectives", action="store_true",
                    help="also train MPO, DPO and SFT on the same pairs (the paper's Table 3)")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. config.train.steps=10")
-    p.set_defaults(func=main)
+    p.add_argument("--seed", type=int, default=None,
+                   help="changes every seed of the run at once (data, model, stages)")
+    p.set_defaults(func=main, accepts_overrides=True)  # --config.a.b=value overrides
 
 
 def default_config_path() -> str:
@@ -24,11 +25,27 @@ def default_config_path() -> str:
     return os.path.join(here, "..", "..", "configs", "grpo_demo.py")
 
 
+def reseed(cfg, seed: int) -> None:
+    """Shifts every seed field of the recipe (data, model init, each stage) by `seed`."""
+    def walk(node):
+        for key in list(node.keys()):
+            value = node[key]
+            if hasattr(value, "keys"):
+                walk(value)
+            elif key == "seed" or key.endswith("_seed"):
+                node[key] = int(value) + int(seed)
+    walk(cfg)
+
+
 def main(args) -> int:
     from r1v2_jax.demo.pipeline import STAGES, run_demo
-    from r1v2_jax.train.config_loader import apply_overrides, load_config_file
+    from r1v2_jax.train.config_loader import (apply_overrides, load_config_file,
+                                              split_cli_overrides)
 
-    cfg = apply_overrides(load_config_file(args.config or default_config_path()), args.overrides)
+    cfg = load_config_file(args.config or default_config_path())
+    if args.seed is not None:
+        reseed(cfg, args.seed)
+    cfg = apply_overrides(cfg, split_cli_overrides(args.overrides))
     stages = STAGES if not args.stages else tuple(s.strip() for s in args.stages.split(","))
     unknown = [s for s in stages if s not in STAGES]
     if unknown:

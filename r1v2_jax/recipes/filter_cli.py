@@ -41,8 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="filtered JSONL (written atomically)")
     p.add_argument("-k", type=int, default=8, help="rollouts per prompt")
     p.add_argument("--batch-prompts", type=int, default=8)
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, accepts_overrides=True)  # --config.a.b=value overrides
 
 
 def main(args) -> int:
@@ -51,17 +50,22 @@ def main(args) -> int:
     from r1v2_jax.rl.prompt_filter import filter_groups, read_jsonl, write_jsonl
     from r1v2_jax.rl.rollout import SamplingOptions, rollout
     from r1v2_jax.rl.scoring import make_scorer
-    from r1v2_jax.train.cli import build_policy, load_examples, load_recipe
+    from r1v2_jax.recipes import inputs as inp
+    from r1v2_jax.recipes.cli import load_recipe
+    from r1v2_jax.train.config_loader import split_cli_overrides
 
     if args.k < 2 or args.batch_prompts < 1:
         raise UserError(f"-k must be >= 2 (got {args.k}) and --batch-prompts >= 1 (got "
                         f"{args.batch_prompts})")
     check_paths(args.input, args.output)
-    cfg = load_recipe(args.config, args.overrides)
-    config, params, tokenizer = build_policy(cfg)
+    cfg = load_recipe(args.config, split_cli_overrides(args.overrides))
+    mesh, rules = inp.mesh_and_rules(cfg)
+    tokenizer, _ = inp.load_recipe_tokenizer(cfg)
+    config, params = inp.load_policy(cfg, mesh, rules)
+    prompt = inp.prompt_config(config, tokenizer, cfg)
     # on_invalid must be "error" here: the output lines correspond one-to-one to the input
     cfg.data.on_invalid = "error"
-    examples, prompt = load_examples(cfg, config, tokenizer, args.input)
+    examples = inp.prompt_examples(cfg, config, tokenizer, prompt, args.input)
     raw = read_jsonl(args.input)
     r = cfg.rollout
     options = SamplingOptions(args.k, int(r.max_new_tokens), float(r.temperature), float(r.top_p),

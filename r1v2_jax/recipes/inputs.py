@@ -1,0 +1,214 @@
+"""What a stage trains on, and how the product path builds it from a recipe's files.
+
+`StageInputs` is the one input of every recipe function (`recipes.sft.run`, `.reward_model`,
+`.mpo`, `.grpo`): the model config and parameters, tokenizer, prompt format, train and
+held-out sets, the scorer, the mesh. `r1v2 train` builds it from files with
+`inputs_from_config` (a converted checkpoint, JSONL records); the demo builds it from its
+synthetic task; both then run the very same recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+from r1v2_jax.data.prompts import PromptConfig
+from r1v2_jax.data.tokenizer import Tokenizer
+from r1v2_jax.models import VLMConfig
+from r1v2_jax.recipes import paths
+from r1v2_jax.recipes.validate import validate_recipe
+
+
+@dataclasses.dataclass
+class StageInputs:
+    model: VLMConfig
+    params: Any  # full parameter tree, already on the mesh when `mesh` is set
+    tokenizer: Tokenizer
+    prompt: PromptConfig
+    train: Sequence[Any]  # PromptExample (mpo, grpo), SFTExample (sft), PreferencePair (rm)
+    heldout: Sequence[Any]  # same kinds (rm: held-out pairs for ranking accuracy)
+    score: Callable | None = None  # hybrid-reward batch scorer (mpo, grpo; eval of sft)
+    offline_pairs: Sequence[Any] = ()  # mpo: data.preferences
+    tokenizer_dir: str | None = None  # copied into final/ (None: tokenizer.save writes it)
+    mesh: Any = None
+    rules: Any = None
+
+
+# ----------------------------------------------------------------------------- model
+def load_policy(cfg, mesh, rules, log: Callable[[str], None] = print):
+    """(model config, params) from config.init.checkpoint, restored straight onto the
+    mesh: each process reads only its own shards. cfg.model supplies runtime fields
+    (dtype, param_dtype, attention_impl, remat_policy)."""
+    from r1v2_jax.convert import load_jax_checkpoint
+    from r1v2_jax.convert.orbax_io import read_jax_config
+    from r1v2_jax.sharding import param_shardings
+
+    src = str(cfg.init.checkpoint)
+    stored = read_jax_config(src)
+    config = stored.replace(**runtime_model_fields(cfg))
+    shardings = param_shardings(config, mesh, rules)
+    config, params = load_jax_checkpoint(src, shardings=shardings, dtype=config.param_dtype)
+    config = config.replace(**runtime_model_fields(cfg))
+    log(f"loaded {src} onto mesh {dict(mesh.shape)}")
+    return config, params
+
+
+def runtime_model_fields(cfg) -> dict[str, Any]:
+    keys = ("dtype", "param_dtype", "attention_impl", "remat_policy")
+    return {k: cfg.model[k] for k in keys if "model" in cfg and k in cfg.model}
+
+
+def load_recipe_tokenizer(cfg) -> tuple[Tokenizer, str]:
+    """config.tokenizer, or the checkpoint's own copy when empty -> (tokenizer, its folder)."""
+    from r1v2_jax.data.tokenizer import load_tokenizer
+
+    where = str(cfg.tokenizer or cfg.init.checkpoint)
+    local = paths.local_copy(where)
+    return load_tokenizer(local), where
+
+
+def prompt_config(model: VLMConfig, tokenizer: Tokenizer, cfg) -> PromptConfig:
+    """The checkpoint's chat template when its tokenizer has one (real checkpoints)."""
+    system = cfg.data.get("system_prompt", "") or None
+    return PromptConfig(system=system, num_image_token=model.num_image_tokens,
+                        chat_template=tokenizer.chat_template)
+
+
+def tiling_of(model: VLMConfig):
+    from r1v2_jax.data.image import TilingConfig
+
+    return TilingConfig(image_size=model.force_image_size, min_num=model.min_dynamic_patch,
+                        max_num=model.max_dynamic_patch, use_thumbnail=model.use_thumbnail)
+
+
+# ----------------------------------------------------------------------------- data
+def record_rules(cfg, model: VLMConfig, prompt: PromptConfig, *, completion_budget=None):
+    from r1v2_jax.data.records import RecordRules
+
+    return RecordRules(tiling=tiling_of(model), prompt=prompt, on_invalid=cfg.data.on_invalid,
+                       max_prompt_tokens=int(cfg.data.max_prompt_tokens),
+                       max_completion_tokens=completion_budget)
+
+
+def _report_skips(path, loaded, log):
+    if loaded.skipped:
+        log(f"{path}: skipped {sum(loaded.skipped.values())} invalid record(s): {loaded.skipped}")
+
+
+def prompt_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = None,
+                    log=print):
+    from r1v2_jax.data.records import load_prompt_records
+    from r1v2_jax.rl.examples import from_record
+
+    loaded = load_prompt_records(paths.local_copy(path), record_rules(cfg, model, prompt),
+                                 tokenizer)
+    _report_skips(path, loaded, log)
+    records = loaded.records[:limit] if limit else loaded.records
+    return [from_record(i, r, tokenizer, tiling_of(model), prompt) for i, r in enumerate(records)]
+
+
+def preference_pairs(cfg, model, tokenizer, prompt, path: str, limit: int | None = None,
+                     uid_offset: int = 0, log=print):
+    from r1v2_jax.data.records import load_preference_records
+    from r1v2_jax.rl.pairs import pairs_from_records
+
+    budget = int(cfg.rollout.max_new_tokens) + 1
+    loaded = load_preference_records(paths.local_copy(path),
+                                     record_rules(cfg, model, prompt, completion_budget=budget),
+                                     tokenizer)
+    _report_skips(path, loaded, log)
+    records = loaded.records[:limit] if limit else loaded.records
+    return pairs_from_records(records, tokenizer, tiling_of(model), prompt, uid_offset=uid_offset)
+
+
+def sft_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = None, log=print):
+    from r1v2_jax.data.sft_records import load_sft_records
+    from r1v2_jax.train.sft import SFTExample
+
+    loaded = load_sft_records(paths.local_copy(path), record_rules(cfg, model, prompt),
+                              tokenizer)
+    _report_skips(path, loaded, log)
+    records = loaded.records[:limit] if limit else loaded.records
+    return [SFTExample.from_record(r, tokenizer, tiling_of(model), prompt) for r in records]
+
+
+# ----------------------------------------------------------------------------- scorer
+def reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules, log=print):
+    """(scorer, calibration) of config.reward.rm_checkpoint (the `final/` of an `rm` run),
+    or (None, None) when reward.w_rm == 0."""
+    from r1v2_jax.convert import load_reward_model
+    from r1v2_jax.rl.rewards import Calibration
+    from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer
+
+    r = cfg.reward
+    if float(r.w_rm) == 0.0:
+        return None, None
+    src = str(r.rm_checkpoint)
+    rm_config, rm_params = load_reward_model(src, dtype=model.param_dtype)
+    rm_config = rm_config.replace(**runtime_model_fields(cfg))
+    cal_file = str(r.rm_calibration or paths.join(src, "calibration.json"))
+    calibration = Calibration.from_dict(paths.read_json(cal_file, what="reward.rm_calibration"))
+    longest = max(len(e.prompt_ids) for e in examples)
+    seq_len = int(cfg.rm.max_seq_len) or -(-(longest + int(cfg.rollout.max_new_tokens) + 1)
+                                             // 16) * 16
+    max_tiles = int(cfg.rm.max_tiles) or max(len(e.pixel_values) for e in examples)
+    scorer = JaxRewardModelScorer(rm_config, rm_params, tokenizer=tokenizer, prompt=prompt,
+                                  batch_size=int(cfg.rm.score_batch_size), seq_len=seq_len,
+                                  max_tiles=max_tiles)
+    log(f"reward model {src}: calibration mean {calibration.mean:.4f} std {calibration.std:.4f}")
+    return scorer, calibration
+
+
+def hybrid_scorer(cfg, model, tokenizer, prompt, examples, mesh=None, rules=None, log=print):
+    from r1v2_jax.rl.scoring import make_scorer
+
+    rm, calibration = reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules,
+                                           log)
+    return make_scorer(cfg.reward, reward_model=rm, calibration=calibration, log=log)
+
+
+# ----------------------------------------------------------------------------- assembly
+def mesh_and_rules(cfg):
+    from r1v2_jax.sharding import DEFAULT_RULES, mesh_from_config, rules_from_config
+
+    rules = rules_from_config(cfg.sharding.rules) if "sharding" in cfg else DEFAULT_RULES
+    return mesh_from_config(cfg.mesh), rules
+
+
+def inputs_from_config(cfg, log: Callable[[str], None] = print) -> StageInputs:
+    """Validates the recipe (before any model is loaded), then loads checkpoint, tokenizer,
+    data and (mpo, grpo) the reward model of the hybrid reward."""
+    validate_recipe(cfg)
+    stage = str(cfg.stage)
+    mesh, rules = mesh_and_rules(cfg)
+    tokenizer, tok_dir = load_recipe_tokenizer(cfg)
+    model, params = load_policy(cfg, mesh, rules, log)
+    if model.image_token_id != tokenizer.img_context_id:
+        raise ValueError(f"{cfg.init.checkpoint}: image_token_id {model.image_token_id} != the "
+                         f"tokenizer's <IMG_CONTEXT> id {tokenizer.img_context_id} ({tok_dir})")
+    prompt = prompt_config(model, tokenizer, cfg)
+    d = cfg.data
+    held_limit = int(d.num_heldout) or None
+    score, offline = None, ()
+    if stage == "sft":
+        train = sft_examples(cfg, model, tokenizer, prompt, d.train, log=log)
+        heldout = (prompt_examples(cfg, model, tokenizer, prompt, d.heldout, held_limit, log)
+                   if d.heldout else [])
+        score = hybrid_scorer(cfg, model, tokenizer, prompt, heldout or [], log=log) \
+            if heldout else None
+    elif stage == "rm":
+        train = preference_pairs(cfg, model, tokenizer, prompt, d.train, log=log)
+        heldout = (preference_pairs(cfg, model, tokenizer, prompt, d.heldout, held_limit,
+                                    uid_offset=10**9, log=log) if d.heldout else [])
+    else:  # mpo, grpo
+        train = prompt_examples(cfg, model, tokenizer, prompt, d.train, log=log)
+        heldout = prompt_examples(cfg, model, tokenizer, prompt, d.heldout, held_limit, log)
+        score = hybrid_scorer(cfg, model, tokenizer, prompt, list(train) + list(heldout), mesh,
+                              rules, log)
+        if stage == "mpo" and d.preferences:
+            offline = preference_pairs(cfg, model, tokenizer, prompt, d.preferences,
+                                       uid_offset=10**9, log=log)
+    if not train:
+        raise ValueError(f"config.data.train: {d.train} holds no usable record")
+    return StageInputs(model, params, tokenizer, prompt, train, heldout, score, offline,
+                       tokenizer_dir=tok_dir, mesh=mesh, rules=rules)
