@@ -167,7 +167,8 @@ class GRPOTrainer(Trainer):
                                               self.data_state, int(cfg.train.seed))
         groups = rollout(self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
                          prompt=self.prompt, seed=seed, policy_version=self.step,
-                         score=self.score)
+                         score=self.score, mesh=self.mesh, rules=self.rules,
+                         slots=cfg.rollout.get("slots"))
         fresh = [s for grp in groups for s in grp]
         rewards = np.asarray([s.reward for s in fresh], np.float32)
         adv = np.asarray(group_advantages(

@@ -53,11 +53,16 @@ def pack_prompts(examples: Sequence[PromptExample], pad_id: int, image_shape: tu
 
 def rollout(config, params, examples: Sequence[PromptExample], options: SamplingOptions, *,
             tokenizer: Tokenizer, prompt: PromptConfig, seed: int, policy_version: int,
-            score: Callable[..., dict[str, Any]]) -> list[list[Sample]]:
+            score: Callable[..., dict[str, Any]], mesh=None, rules=None,
+            slots: int | None = None) -> list[list[Sample]]:
     """Samples `options.num_samples` responses for each example (one shared prefill per
     prompt) and scores them with `score(examples, responses) -> {"reward", "accuracy",
     "format", "hallucinated": arrays}` (`r1v2_jax.rl.scoring`). Returns the groups, in
-    example order."""
+    example order.
+
+    mesh / rules: generate on the trainer's mesh (params in their training layout, rows
+    over the batch axes; `r1v2_jax.generate.generate`). slots: continuous batching on that
+    many decode slots (None: one static batch)."""
     from r1v2_jax.generate import generate
 
     size = config.vision.image_size
@@ -66,7 +71,8 @@ def rollout(config, params, examples: Sequence[PromptExample], options: Sampling
                    max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                    top_p=options.top_p, top_k=options.top_k, num_samples=options.num_samples,
                    eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, seed=seed,
-                   sample_ids=np.asarray([e.uid for e in examples], np.int32))
+                   sample_ids=np.asarray([e.uid for e in examples], np.int32), mesh=mesh,
+                   rules=rules, slots=slots)
     tokens, logps = np.asarray(out.tokens), np.asarray(out.logprobs)
     lengths, truncated = np.asarray(out.lengths), np.asarray(out.truncated)
     groups = []

@@ -116,6 +116,10 @@ KV_CACHE_AXES = ("layers", "batch", "length", "kv_heads", "kv")
 
 
 def kv_cache_sharding(mesh: Mesh, rules: Rules, shape: Sequence[int]) -> NamedSharding:
-    """Sharding of a KV cache array [L, B, S, Hkv, D]: batch over the batch axes, KV heads
-    over `tensor` (as the k/v projections that write it)."""
-    return NamedSharding(mesh, _spec_for(KV_CACHE_AXES, shape, mesh, rules))
+    """Sharding of a KV cache array, stacked [L, B, S, Hkv, D] or one layer's [B, S, Hkv, D]
+    (the generation engine's form): rows over the batch axes, KV heads over `tensor` (as the
+    k/v projections that write it), slots and head dimension whole."""
+    if len(shape) not in (4, 5):
+        raise ValueError(f"a KV cache is [L, B, S, Hkv, D] or [B, S, Hkv, D], got {tuple(shape)}")
+    names = KV_CACHE_AXES[len(KV_CACHE_AXES) - len(shape):]
+    return NamedSharding(mesh, _spec_for(names, shape, mesh, rules))
