@@ -1,10 +1,14 @@
 """ChatML prompts with InternVL image placeholders and the R1 `<think>` opener.
 
-Prompt text (system turn only when a system prompt is given):
+Prompt text (system turn only when a system prompt is given) without a chat template:
 
     <|im_start|>system\\n{system}<|im_end|>\\n
     <|im_start|>user\\n{question}<|im_end|>\\n
     <|im_start|>assistant\\n<think>\\n
+
+With `PromptConfig.chat_template` (a real checkpoint's, `Tokenizer.chat_template`), the
+messages [system?, user] are rendered by that template with add_generation_prompt=True,
+then `think_prefix` is appended unless the render already ends with it.
 
 Each `<image>` tag in the question, in order, becomes
 `<img>` + `<IMG_CONTEXT>` x (num_image_token * tiles of that image) + `</img>`; the model
@@ -22,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from r1v2_jax.data.chat_template import render_chat
 from r1v2_jax.data.tokenizer import SpecialTokenNames, Tokenizer
 
 
@@ -31,6 +36,7 @@ class PromptConfig:
     num_image_token: int = 256  # <IMG_CONTEXT> per tile: (image_size/patch)^2 * ratio^2
     think_prefix: str = "<think>\n"  # opens the reasoning in the generation prompt; "" = off
     image_tag: str = "<image>"  # placeholder for one image in the user text
+    chat_template: str | None = None  # jinja2 template of the checkpoint; None = ChatML above
 
 
 def ensure_image_tags(question: str, num_images: int, image_tag: str = "<image>") -> str:
@@ -65,6 +71,11 @@ def prompt_text(question: str, num_tiles: Sequence[int], config: PromptConfig = 
     """The generation prompt as text (see the module docstring)."""
     user = expand_image_tags(question, num_tiles, num_image_token=config.num_image_token,
                              names=names, image_tag=config.image_tag)
+    if config.chat_template is not None:
+        messages = [] if config.system is None else [{"role": "system", "content": config.system}]
+        text = render_chat(config.chat_template, messages + [{"role": "user", "content": user}],
+                           add_generation_prompt=True, eos_token=names.eos, pad_token=names.pad)
+        return text if text.endswith(config.think_prefix) else text + config.think_prefix
     start, end = names.im_start, names.eos
     system = "" if config.system is None else f"{start}system\n{config.system}{end}\n"
     return f"{system}{start}user\n{user}{end}\n{start}assistant\n{config.think_prefix}"

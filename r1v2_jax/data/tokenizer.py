@@ -108,6 +108,9 @@ class Tokenizer:
     special: SpecialIds
     names: SpecialTokenNames  # the strings of `special`, used to write prompts
     source: str  # where it was loaded from (for error messages)
+    # The checkpoint's jinja2 chat template (tokenizer_config.json or chat_template.jinja);
+    # None for the demo tokenizer, whose prompts are the built-in ChatML of prompts.py.
+    chat_template: str | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text)
@@ -154,6 +157,16 @@ def _resolve_ids(backend: TextBackend, names: SpecialTokenNames, source: str) ->
     )
 
 
+def _default_template(template, source: str) -> str | None:
+    """transformers holds several named templates as a dict; prompts use "default"."""
+    if isinstance(template, dict):
+        if "default" not in template:
+            raise ValueError(f"tokenizer {source} has chat templates {sorted(template)} but "
+                             "none named 'default'")
+        return template["default"]
+    return template
+
+
 def from_raw(tok: RawTokenizer, names: SpecialTokenNames = SpecialTokenNames(),
              source: str = "<in memory>") -> Tokenizer:
     backend = _RawBackend(tok)
@@ -164,7 +177,9 @@ def load_tokenizer(path: str | os.PathLike,
                    names: SpecialTokenNames = SpecialTokenNames()) -> Tokenizer:
     """Loads a folder with `tokenizer_config.json` (AutoTokenizer) or a tokenizers JSON file.
 
-    A folder holding only `tokenizer.json` is read with `tokenizers`.
+    A folder holding only `tokenizer.json` is read with `tokenizers`. `chat_template` is
+    the one transformers loads (tokenizer_config.json or chat_template.jinja), or the
+    chat_template.jinja beside a lone tokenizer.json; None without one.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -177,12 +192,18 @@ def load_tokenizer(path: str | os.PathLike,
                     "(pip install -e '.[torch]')") from err
             hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
             backend = _HFBackend(hf)
-            return Tokenizer(backend, _resolve_ids(backend, names, path), names, path)
+            return Tokenizer(backend, _resolve_ids(backend, names, path), names, path,
+                             _default_template(hf.chat_template, path))
         json_path = os.path.join(path, "tokenizer.json")
         if not os.path.exists(json_path):
             raise FileNotFoundError(
                 f"tokenizer folder {path} has neither tokenizer_config.json nor tokenizer.json")
-        path = json_path
+        template_path = os.path.join(path, "chat_template.jinja")
+        tok = load_tokenizer(json_path, names)
+        if os.path.exists(template_path):
+            with open(template_path, encoding="utf-8") as f:
+                tok = dataclasses.replace(tok, chat_template=f.read())
+        return tok
     if not os.path.exists(path):
         raise FileNotFoundError(f"tokenizer not found: {path}")
     try:

@@ -82,3 +82,79 @@ def test_response_must_start_with_the_opener(tok):
                                     P.PromptConfig(think_prefix=""))
     assert raw.completion_mask.sum() == len(tok.encode("\\boxed{2}")) + 1
     assert P.response_of(P.completion_of("<think>\nx</think>y")) == "<think>\nx</think>y"
+
+
+# ----------------------------------------------------------------------------- chat templates
+# A Qwen2.5-style template whose generation prompt stops at "assistant\n" (so the think
+# prefix is appended), laid out on indented lines (trim_blocks/lstrip_blocks matter), with
+# a passed variable and a loop control.
+PLAIN_CHATML = """{% for message in messages %}
+    {% if message.role == 'tool' %}{% continue %}{% endif %}
+{{ '<|im_start|>' + message.role + '\\n' + message.content + eos_token + '\\n' }}{% endfor %}
+{% if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{% endif %}"""
+
+
+@pytest.fixture(scope="module")
+def qwen2_folder(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from tests.hf_fixtures import make_qwen2_tokenizer
+
+    return make_qwen2_tokenizer(tmp_path_factory.mktemp("qwen2"))
+
+
+QUESTIONS = [("<image>\nHow many red circles are there?", [3], "Be brief."),
+             ("Compare <image> and <image>: which has more?", [1, 2], None),
+             ("How many?", [], "You are a careful assistant.\nCount twice."),
+             ("I see 12 red circles.", [], None)]
+
+
+@pytest.mark.parametrize("question,tiles,system", QUESTIONS)
+def test_checkpoint_chat_template_matches_transformers(qwen2_folder, question, tiles, system):
+    from transformers import AutoTokenizer
+
+    from r1v2_jax.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(qwen2_folder)
+    hf = AutoTokenizer.from_pretrained(qwen2_folder)
+    assert tok.chat_template == hf.chat_template and "<think>" in tok.chat_template
+    user = P.expand_image_tags(question, tiles, num_image_token=4)
+    messages = ([] if system is None else [{"role": "system", "content": system}]) \
+        + [{"role": "user", "content": user}]
+    cfg = P.PromptConfig(system=system, num_image_token=4, chat_template=tok.chat_template)
+    # the QwQ template opens the reasoning itself: nothing appended
+    expected = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                      return_dict=False)
+    assert P.encode_prompt(tok, question, tiles, cfg) == list(expected)
+    assert P.prompt_text(question, tiles, cfg).endswith("<|im_start|>assistant\n<think>\n")
+    assert list(expected).count(tok.img_context_id) == 4 * sum(tiles)
+    # a template without the opener gets think_prefix appended
+    plain = P.PromptConfig(system=system, num_image_token=4, chat_template=PLAIN_CHATML)
+    expected = hf.apply_chat_template(messages, chat_template=PLAIN_CHATML,
+                                      add_generation_prompt=True, tokenize=True,
+                                      return_dict=False)
+    assert P.encode_prompt(tok, question, tiles, plain) == list(expected) + tok.encode("<think>\n")
+    no_think = P.PromptConfig(system=system, num_image_token=4, chat_template=PLAIN_CHATML,
+                              think_prefix="")
+    assert P.encode_prompt(tok, question, tiles, no_think) == list(expected)
+
+
+def test_template_training_sequence_and_errors(qwen2_folder):
+    from r1v2_jax.data.chat_template import TemplateError, render_chat
+    from r1v2_jax.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(qwen2_folder)
+    cfg = P.PromptConfig(num_image_token=2, chat_template=tok.chat_template)
+    response = "<think>\nI see 3.\n</think>\n\\boxed{3}"
+    seq = P.build_training_sequence(tok, "<image>\nHow many?", [1], response, cfg)
+    assert tok.decode(seq.ids) == P.prompt_text("<image>\nHow many?", [1], cfg) \
+        + "I see 3.\n</think>\n\\boxed{3}<|im_end|>"
+    with pytest.raises(TemplateError, match="compile"):
+        render_chat("{% for m in messages %}", [])
+    with pytest.raises(TemplateError, match="only user turns"):
+        render_chat("{{ raise_exception('only user turns') }}", [])
+    generation = "{% for m in messages %}{% generation %}[{{ m.content }}]{% endgeneration %}" \
+                 "{% endfor %}{{ messages | tojson }}"
+    assert render_chat(generation, [{"role": "user", "content": "é"}]) == \
+        '[é][{"role": "user", "content": "é"}]'

@@ -111,3 +111,26 @@ def test_qwen2_style_folder_through_autotokenizer(tmp_path):
     # and it saves back to a folder that loads to the same thing
     tok.save(tmp_path / "copy")
     assert load_tokenizer(tmp_path / "copy").encode(TEXT) == ids
+
+
+def test_chat_template_of_a_folder_and_none_for_the_demo(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_fixtures import IMAGE_TOKEN_ID, QWQ_CHAT_TEMPLATE, VOCAB_SIZE, make_qwen2_tokenizer
+
+    assert build_demo_tokenizer(WORDS).chat_template is None
+    folder = make_qwen2_tokenizer(tmp_path / "qwen2")
+    tok = load_tokenizer(folder)
+    assert tok.chat_template == QWQ_CHAT_TEMPLATE  # read from tokenizer_config.json
+    assert tok.vocab_size == VOCAB_SIZE and tok.img_context_id == IMAGE_TOKEN_ID
+    assert (tok.eos_id, tok.pad_id, tok.special.think) == (2, 1, IMAGE_TOKEN_ID + 1)
+    assert tok.decode(tok.encode(TEXT)) == TEXT
+    # transformers' newer spelling: the template in chat_template.jinja
+    tok.save(tmp_path / "saved")
+    assert load_tokenizer(tmp_path / "saved").chat_template == QWQ_CHAT_TEMPLATE
+    # a lone tokenizers JSON file with a chat_template.jinja beside it
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    assert load_tokenizer(lone).chat_template is None
+    (lone / "chat_template.jinja").write_text("{{ messages[0].content }}")
+    assert load_tokenizer(lone).chat_template == "{{ messages[0].content }}"
