@@ -52,16 +52,19 @@ _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
                 errno.ENAMETOOLONG, errno.ENOTEMPTY}
 
 
-_TS_OS_ERROR = re.compile(r"os_error_code='(\d+)'")  # how TensorStore reports an errno
+# how TensorStore ("os_error_code='28'") and Rust libraries such as safetensors
+# ("(os error 28)") report an errno inside their own exception types
+_WRAPPED_OS_ERROR = re.compile(r"os_error_code='(\d+)'|\(os error (\d+)\)")
 
 
 def filesystem_errno(err: BaseException) -> int | None:
     """The errno of a filesystem failure the user must fix (disk full, read-only, no
-    permission...): an OSError, or a TensorStore error carrying an OS error code."""
+    permission...): an OSError, or a library error (TensorStore, safetensors) carrying an
+    OS error code."""
     code = err.errno if isinstance(err, OSError) else None
-    if code is None and isinstance(err, ValueError):
-        match = _TS_OS_ERROR.search(str(err))
-        code = int(match.group(1)) if match else None
+    if code is None and isinstance(err, Exception):
+        match = _WRAPPED_OS_ERROR.search(str(err))
+        code = int(match.group(1) or match.group(2)) if match else None
     return code if code in _USER_ERRNOS else None
 
 
@@ -104,20 +107,43 @@ def run_command(command: str, func: Callable[[], int | None]) -> int:
         return USER_ERROR_EXIT
 
 
+_defer = {"depth": 0, "pending": None, "fired": False}  # signal handling runs in the main thread
+
+
 @contextlib.contextmanager
 def signals_raise(signums=(signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """Within the block the first SIGTERM/SIGINT raises `Interrupted`; later ones are
-    ignored so that the cleanup it triggers is not itself interrupted. Main thread only."""
-    fired = []
-
+    """Within the block the first SIGTERM/SIGINT raises `Interrupted` (deferred to the end
+    of an `uninterrupted()` section); later ones are ignored so that the cleanup it
+    triggers is not itself interrupted. Main thread only."""
     def handler(signum, frame):
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
+        if _defer["fired"] or _defer["pending"] is not None:
+            return
+        if _defer["depth"]:
+            _defer["pending"] = signum
+            return
+        _defer["fired"] = True
+        raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in signums}
+    _defer.update(pending=None, fired=False)
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A section a signal must not cut short: a wait on a C++ future (TensorStore's
+    `result()` returns early on a signal while its write goes on in the background, and
+    would recreate files after the cleanup removed them). A signal received inside raises
+    `Interrupted` when the section ends; without `signals_raise` this does nothing."""
+    _defer["depth"] += 1
+    try:
+        yield
+    finally:
+        _defer["depth"] -= 1
+    if not _defer["depth"] and _defer["pending"] is not None:
+        signum, _defer["pending"], _defer["fired"] = _defer["pending"], None, True
+        raise Interrupted(signum)

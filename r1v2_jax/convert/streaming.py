@@ -24,10 +24,11 @@ import tensorstore as ts
 from etils import epath
 
 from r1v2_jax.convert.errors import ConversionError
-from r1v2_jax.errors import output_error
+from r1v2_jax.errors import output_error, uninterrupted
 from r1v2_jax.convert.hf_load import open_hf_checkpoint
 from r1v2_jax.convert.mapping import LeafPath, leaf_shapes
 from r1v2_jax.convert.orbax_io import PARAMS_DIR, write_jax_config
+from r1v2_jax.convert.tokenizer_files import copy_tokenizer_files
 
 DEFAULT_MAX_CHUNK_BYTES = 1 << 30
 
@@ -68,7 +69,8 @@ def open_leaf_writers(params_dir: Path, shapes: dict[LeafPath, tuple[int, ...]],
             info, use_ocdbt=False, global_shape=shape, local_shape=shape, dtype=dtypes[leaf])
         spec["metadata"]["chunks"] = list(chunk_shape(shape, dtypes[leaf].itemsize,
                                                       leaf in stacked, max_chunk_bytes))
-        stores[leaf] = ts.open(spec, create=True, context=context).result()
+        with uninterrupted():  # a signal waits for the open: no write after the cleanup
+            stores[leaf] = ts.open(spec, create=True, context=context).result()
     return stores
 
 
@@ -78,7 +80,7 @@ def convert_to_jax(src: str | Path, dst: str | Path, *, dtype="bfloat16",
 
     Everything is validated before `dst` is touched; the output is assembled in a hidden
     sibling folder and renamed to `dst` only when complete. dtype=None keeps the stored
-    dtypes. Peak memory is a small multiple of the largest single tensor.
+    dtypes. The tokenizer files of `src` (and so its chat template) are copied along. Peak memory is a small multiple of the largest single tensor.
     """
     dst = Path(dst)
     if dst.exists():
@@ -96,10 +98,12 @@ def convert_to_jax(src: str | Path, dst: str | Path, *, dtype="bfloat16",
         for rule, layer, pieces in ckpt.pieces():
             for leaf, piece in zip(rule.leaves, pieces):
                 target = stores[leaf] if layer is None else stores[leaf][layer]
-                target.write(piece, can_reference_source_data_indefinitely=True).result()
+                with uninterrupted():
+                    target.write(piece, can_reference_source_data_indefinitely=True).result()
             del pieces
         (params_dir / "_METADATA").write_text(json.dumps(orbax_tree_metadata(shapes)))
         write_jax_config(ckpt.config, tmp)
+        copy_tokenizer_files(src, tmp, required=False)  # generate/train read it from here
         os.rename(tmp, dst)
     except BaseException as err:  # exceptions, Ctrl-C, SIGTERM (r1v2_jax.errors.signals_raise)
         shutil.rmtree(tmp, ignore_errors=True)
