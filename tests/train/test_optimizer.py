@@ -62,3 +62,27 @@ def test_constant_schedule_with_warmup_and_bad_values():
     with pytest.raises(ValueError, match="optim.schedule"):
         learning_rate_schedule(optim_cfg(schedule="linear"))
     assert float(learning_rate_schedule(optim_cfg(warmup_steps=0))(0)) == pytest.approx(LR)
+
+
+def test_grpo_trainer_passes_its_updates_per_step(tmp_path, monkeypatch):
+    """2 prompts x 4 samples in mini-batches of 2, 3 passes: 3 * 8 / 2 = 12 updates a step."""
+    import jax
+
+    from r1v2_jax.demo.pipeline import build_context
+    from r1v2_jax.models import init_params
+    from r1v2_jax.rl import grpo_trainer as gt
+    from r1v2_jax.train.config_loader import apply_overrides, load_config_file
+    from tests.rl.test_grpo_resume import OVERRIDES
+
+    seen = []
+    real = gt._optimizer.__wrapped__
+    monkeypatch.setattr(gt, "_optimizer", lambda items, per: seen.append(per) or real(items, per))
+    cfg = apply_overrides(load_config_file("configs/grpo_demo.py"), OVERRIDES + [
+        "config.grpo.num_iterations=3", "config.grpo.mini_batch_size=2",
+        "config.grpo.micro_batch_size=2"])
+    ctx = build_context(cfg, str(tmp_path), log=lambda _: None)
+    gt.GRPOTrainer(cfg, ctx.model, jax.jit(init_params, static_argnums=0)(ctx.model,
+                                                                          jax.random.key(0)),
+                   tokenizer=ctx.tokenizer, prompt=ctx.prompt, train=ctx.train,
+                   heldout=ctx.heldout, score=None, workdir=str(tmp_path), log=lambda _: None)
+    assert seen and set(seen) == {12}  # not 3 (iterations) nor 4 (mini-batches)
