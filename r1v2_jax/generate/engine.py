@@ -129,13 +129,23 @@ def constrain_caches(plan: Plan, caches):
     return [(pin(k), pin(v)) for k, v in caches]
 
 
-def traced_on_mesh(plan: Plan, fn):
-    """`fn` traced inside the plan's activation sharding (unchanged off a mesh)."""
+def traced_on_mesh(plan: Plan, fn, rows: int | None = None):
+    """`fn` traced inside the plan's activation sharding (unchanged off a mesh). With
+    `rows` (a decode program): the axes that split the rows (`spmd_axes`) are taken out of
+    every other rule, since `decode_step`'s vmap reserves them for the rows."""
     if plan.mesh is None:
         return fn
     from r1v2_jax.sharding import traced_with_activation_sharding
 
-    return traced_with_activation_sharding(fn, plan.mesh, plan.rules)
+    rules = plan.rules
+    reserved = spmd_axes(plan, rows) if rows else None
+    if reserved:
+        def strip(axes):
+            axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            kept = tuple(a for a in axes if a not in reserved)
+            return kept or None
+        rules = tuple((name, axes if name == "batch" else strip(axes)) for name, axes in rules)
+    return traced_with_activation_sharding(fn, plan.mesh, rules)
 
 
 def is_stop_fn(plan: Plan):
@@ -253,7 +263,7 @@ def decode_program(plan: Plan):
             from r1v2_jax.generate.continuous import continuous_decode as fn
         else:
             fn = static_decode
-        _PROGRAMS[plan] = jax.jit(traced_on_mesh(plan, lambda *a: fn(plan, *a)))
+        _PROGRAMS[plan] = jax.jit(traced_on_mesh(plan, lambda *a: fn(plan, *a), plan.rows))
     return _PROGRAMS[plan]
 
 

@@ -90,7 +90,7 @@ def bench_decode_bandwidth(config: VLMConfig = LM_1P5B, *, batch: int = 64,
     from r1v2_jax.models import KVCache, init_params
     from r1v2_jax.tools.chips import chip_for_device_kind
     from r1v2_jax.tools.flops import decode_step_cost
-    from r1v2_jax.tools.plan_programs import decode_step
+    from r1v2_jax.generate.decode import decode_step_stacked
 
     device = jax.devices()[0]
     chip = chip_for_device_kind(device.device_kind)
@@ -100,7 +100,7 @@ def bench_decode_bandwidth(config: VLMConfig = LM_1P5B, *, batch: int = 64,
     config = config.replace(attention_impl="xla", remat_policy="none")
     params = jax.jit(lambda r: init_params(config, r))(jax.random.key(0))
     cache = KVCache.init(config, batch, cache_len)
-    step = jax.jit(functools.partial(decode_step, config), donate_argnums=(1,))
+    step = jax.jit(functools.partial(decode_step_stacked, config), donate_argnums=(1,))
     tokens = jnp.zeros((batch,), jnp.int32)
     positions = jnp.full((batch,), cache_len - 1, jnp.int32)
     kv_mask = jnp.ones((batch, cache_len), bool)

@@ -1,7 +1,8 @@
 """`r1v2 plan`: will a model's GRPO step and rollout fit a mesh, and how fast can it be?
 
-Compiles ahead of time, on simulated CPU devices, the GRPO update and the rollout decode
-step of a config for a target mesh (nothing is allocated) and prints per-device bytes
+Compiles ahead of time, on simulated CPU devices, the GRPO update and the generation
+engine's own rollout programs (prefill, and the decode loop: static or continuous
+batching) of a config for a target mesh (nothing is allocated) and prints per-device bytes
 from XLA's memory analysis, the FLOPs of a step and the time the chip's peak implies:
 
     r1v2 plan --config configs/grpo_38b.py --mesh data=1,fsdp=8,tensor=8 --chip v5p
@@ -50,13 +51,20 @@ def register(subparsers) -> None:
                    help="fp32 master weights for bf16 params (default: optim.master_fp32, "
                    "else on)")
     p.add_argument("--remat", help="override the config's remat_policy")
-    p.add_argument("--decode-batch", type=int, default=64, help="rollout rows (default 64)")
+    p.add_argument("--decode-batch", type=int, default=64, help="rollout rows: prompts x "
+                   "samples (default 64)")
+    p.add_argument("--num-samples", type=int, default=8, help="samples per prompt, sharing "
+                   "one prefill (default 8)")
+    p.add_argument("--prompt-len", type=int, default=1024, help="rollout prompt tokens, image "
+                   "tokens included (default 1024); the rest of --seq-len is generated")
+    p.add_argument("--slots", type=int, default=0, help="continuous batching on this many "
+                   "decode slots (default 0: one static batch of --decode-batch rows)")
     p.add_argument("--decode-mesh", help="mesh for the decode step (default: --mesh)")
     p.add_argument("--attention", choices=("flash", "xla"), default="flash",
                    help="attention memory model: flash (default; blockwise stand-in for the "
                    "cudnn/splash kernels, [block, T] scores) or xla ([T, T] scores)")
     p.add_argument("--skip-decode", action="store_true", help="plan the GRPO update only")
-    p.add_argument("--skip-train", action="store_true", help="plan the decode step only")
+    p.add_argument("--skip-train", action="store_true", help="plan the rollout only")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=run)
 
@@ -187,7 +195,7 @@ def plan(args) -> dict:
     if not args.skip_decode:
         if args.decode_mesh:
             mesh = _decode_mesh(args.decode_mesh, s.devices)
-        report["programs"]["decode_step"] = _plan_decode(args, s, mesh)
+        report["programs"].update(_plan_rollout(args, s, mesh))
     return report
 
 
@@ -227,22 +235,30 @@ def _plan_train(args, s: PlanSetup, mesh) -> dict:
                 tokens / seconds / mesh.size}
 
 
-def _plan_decode(args, s: PlanSetup, mesh) -> dict:
+def _plan_rollout(args, s: PlanSetup, mesh) -> dict:
     from r1v2_jax.tools import flops as F
-    from r1v2_jax.tools.plan_programs import compile_decode_step
+    from r1v2_jax.tools.plan_programs import compile_rollout, rollout_plan
 
     config = s.config.replace(remat_policy="none")  # no backward pass: nothing to remat
-    program = compile_decode_step(config, mesh, s.rules, batch=args.decode_batch,
-                                  cache_len=args.seq_len)
-    cost = F.decode_step_cost(config, args.decode_batch, args.seq_len,
+    plan = rollout_plan(config, mesh, s.rules, rows=args.decode_batch,
+                        num_samples=args.num_samples, prompt_len=args.prompt_len,
+                        new_tokens=args.seq_len - args.prompt_len, tiles_per_prompt=args.tiles,
+                        slots=args.slots)
+    prefill, decode = compile_rollout(plan)
+    # one decode step of every decode row against full caches: the loop's per-token cost
+    cost = F.decode_step_cost(config, plan.rows, args.seq_len,
                               param_bytes=config.jnp_param_dtype.itemsize,
                               cache_bytes=config.jnp_dtype.itemsize)
     compute_s = cost.flops / mesh.size / s.chip.bf16_flops
     memory_s = cost.bytes / mesh.size / s.chip.hbm_bandwidth
-    return {**_memory(program, s.chip), "compile_s": program.compile_seconds, **program.details,
-            "mesh": dict(mesh.shape), "flops": cost.flops, "bytes_read": cost.bytes,
-            "seconds_compute_bound": compute_s, "seconds_memory_bound": memory_s,
-            "tokens_per_s_bound": args.decode_batch / max(compute_s, memory_s)}
+    out = {"prefill": {**_memory(prefill, s.chip), "compile_s": prefill.compile_seconds,
+                       **prefill.details, "mesh": dict(mesh.shape)},
+           "decode": {**_memory(decode, s.chip), "compile_s": decode.compile_seconds,
+                      **decode.details, "mesh": dict(mesh.shape), "flops": cost.flops,
+                      "bytes_read": cost.bytes, "seconds_compute_bound": compute_s,
+                      "seconds_memory_bound": memory_s,
+                      "tokens_per_s_bound": plan.rows / max(compute_s, memory_s)}}
+    return out
 
 
 def _attention_model(name: str):

@@ -1,4 +1,5 @@
-"""Ahead-of-time compilation of the GRPO update and the rollout decode step for a mesh.
+"""Ahead-of-time compilation of the GRPO update and of the generation engine's own rollout
+programs (prefill, decode loop) for a mesh.
 
 Inputs are `jax.ShapeDtypeStruct`s carrying their shardings, so nothing is allocated: the
 compiler partitions the programs for the mesh and reports, per device, the bytes of the
@@ -16,11 +17,12 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from r1v2_jax.models import VLM, KVCache, VLMConfig
+from r1v2_jax.generate.engine import Plan
+from r1v2_jax.models import VLMConfig
 from r1v2_jax.rl.grpo_step import GRPOBatch, GRPOLossOptions
 from r1v2_jax.sharding import (abstract_opt_state, abstract_sharded_params, batch_sharding,
                                cast_abstract, kv_cache_sharding, sharded_grpo_update,
-                               shardings_of, traced_with_activation_sharding)
+                               shardings_of)
 from r1v2_jax.train.masks import split_params
 
 
@@ -107,34 +109,53 @@ def compile_grpo_update(config: VLMConfig, opts: GRPOLossOptions, optimizer, mes
         "master_fp32": master_fp32})
 
 
-def decode_step(config: VLMConfig, params, cache: KVCache, tokens, positions, cache_index,
-                kv_mask):
-    """One rollout step: the next token of every row (greedy; sampling's cost is a [B, V]
-    elementwise pass, negligible next to the model) and the updated cache."""
-    out = VLM(config).apply({"params": params}, tokens[:, None], positions=positions[:, None],
-                            cache=cache, cache_index=cache_index, kv_mask=kv_mask)
-    return jnp.argmax(out.logits[:, 0].astype(jnp.float32), axis=-1).astype(jnp.int32), out.cache
+def rollout_plan(config: VLMConfig, mesh: Mesh, rules, *, rows: int, num_samples: int,
+                 prompt_len: int, new_tokens: int, tiles_per_prompt: int, slots: int) -> Plan:
+    """The generation engine's `Plan` of a rollout: rows / num_samples prompts of
+    `prompt_len` tokens, `new_tokens` generated (sampling with top-p), on `mesh`."""
+    if rows % num_samples:
+        raise ValueError(f"decode rows {rows} must be a multiple of --num-samples {num_samples}")
+    if prompt_len <= tiles_per_prompt * config.num_image_tokens or new_tokens < 1:
+        raise ValueError(f"prompt length {prompt_len} must hold {tiles_per_prompt} tile(s) of "
+                         f"{config.num_image_tokens} image tokens plus text, and the cache "
+                         f"length must exceed it")
+    prompts = rows // num_samples
+    return Plan(config=config, batch=prompts, prompt_len=prompt_len, new_tokens=new_tokens,
+                num_tiles=prompts * tiles_per_prompt, num_samples=num_samples, greedy=False,
+                top_k=0, use_top_p=True, eos_ids=(0,), pad_id=0, suppress=(),
+                slots=slots, mesh=mesh, rules=tuple(rules))
 
 
-def compile_decode_step(config: VLMConfig, mesh: Mesh, rules, *, batch: int,
-                        cache_len: int) -> CompiledProgram:
-    """`decode_step` for `batch` rows and a KV cache of `cache_len` slots (in place)."""
+def compile_rollout(plan: Plan) -> tuple[CompiledProgram, CompiledProgram]:
+    """Compiles the engine's own prefill and decode programs (`generate.engine`) of `plan`
+    on abstract sharded inputs placed as `generate(..., mesh=)` places them."""
+    from r1v2_jax.generate.engine import decode_program, prefill_program
+
+    mesh, rules, config = plan.mesh, plan.rules, plan.config
     params = abstract_sharded_params(config, mesh, rules)
-    tc = config.text
-    shape = (tc.num_hidden_layers, batch, cache_len, tc.num_key_value_heads, tc.head_dim)
-    cache_sd = jax.ShapeDtypeStruct(shape, config.jnp_dtype,
-                                    sharding=kv_cache_sharding(mesh, rules, shape))
-    cache = KVCache(cache_sd, cache_sd)
     row = lambda shape, dtype: jax.ShapeDtypeStruct(
         shape, dtype, sharding=batch_sharding(mesh, rules, shape))
+    b, p, r = plan.batch, plan.prompt_len, plan.batch * plan.num_samples
+    size, ch = config.vision.image_size, config.vision.num_channels
+    pixels = row((plan.num_tiles, size, size, ch), jnp.float32) if plan.num_tiles else None
+    prefill_args = (params, row((b, p), jnp.int32), row((b,), jnp.int32), pixels)
+    prefill = prefill_program(plan)
+    caches, kv_mask, logits = jax.eval_shape(prefill, *prefill_args)
+    kv = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                        sharding=kv_cache_sharding(mesh, rules, x.shape))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    step = jax.jit(traced_with_activation_sharding(functools.partial(decode_step, config), mesh,
-                                                   rules), donate_argnums=(1,),
-                   out_shardings=(row((batch,), jnp.int32).sharding,
-                                  KVCache(cache_sd.sharding, cache_sd.sharding)))
-    args = (params, cache, row((batch,), jnp.int32), row((batch,), jnp.int32),
-            jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
-            row((batch, cache_len), jnp.bool_))
-    cache_bytes = 2 * cache_sd.size * cache_sd.dtype.itemsize
-    return _compile("decode_step", step, args, {"batch": batch, "cache_len": cache_len,
-                                                 "kv_cache_bytes_total": cache_bytes})
+    scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated)
+    decode_args = (params, [(kv(k), kv(v)) for k, v in caches], row(kv_mask.shape, jnp.bool_),
+                   row(logits.shape, jnp.float32), row((b,), jnp.int32), row((r,), jnp.uint32),
+                   row((r,), jnp.uint32), scalar(jnp.uint32), scalar(jnp.float32),
+                   scalar(jnp.float32), scalar(jnp.int32))
+    tc = config.text
+    per_row = 2 * tc.num_hidden_layers * tc.num_key_value_heads * tc.head_dim * \
+        config.jnp_dtype.itemsize
+    details = {"prompts": b, "num_samples": plan.num_samples, "rows": plan.rows,
+               "slots": plan.slots, "prompt_len": p, "new_tokens": plan.new_tokens,
+               "tiles": plan.num_tiles, "cache_len": p + plan.new_tokens,
+               "prompt_kv_bytes_total": b * p * per_row,
+               "kv_cache_bytes_total": plan.rows * (p + plan.new_tokens) * per_row}
+    return (_compile("prefill", prefill, prefill_args, details),
+            _compile("decode", decode_program(plan), decode_args, details))

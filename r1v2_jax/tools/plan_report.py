@@ -23,8 +23,8 @@ def format_report(r: dict) -> str:
              f"HBM, {chip['hbm_bandwidth'] / 1e9:.0f} GB/s"]
     if "grpo_update" in r["programs"]:
         lines += _train_lines(r, r["programs"]["grpo_update"])
-    if "decode_step" in r["programs"]:
-        lines += _decode_lines(r["programs"]["decode_step"])
+    if "decode" in r["programs"]:
+        lines += _rollout_lines(r["programs"]["prefill"], r["programs"]["decode"])
     attention = ("a blockwise stand-in for the flash kernels ([512, T] scores)"
                  if r["attention"] == "flash" else "the 'xla' implementation ([T, T] scores)")
     lines += ["", f"Bytes are XLA CPU-backend estimates; training attention planned with "
@@ -44,11 +44,18 @@ def _train_lines(r: dict, g: dict) -> list[str]:
             f"  compiled in {g['compile_s']:.1f} s"]
 
 
-def _decode_lines(d: dict) -> list[str]:
+def _rollout_lines(p: dict, d: dict) -> list[str]:
     bound = max(d["seconds_compute_bound"], d["seconds_memory_bound"])
     kind = "HBM" if d["seconds_memory_bound"] > d["seconds_compute_bound"] else "compute"
-    return ["", f"rollout decode step: {d['batch']} rows, KV cache of {d['cache_len']} slots "
-            f"({human_bytes(d['kv_cache_bytes_total'])} in all), mesh {_mesh(d['mesh'])}",
+    batching = (f"continuous batching on {d['slots']} slots" if d["slots"]
+                else f"static batch of {d['rows']} rows")
+    return ["", f"rollout (the engine's programs), mesh {_mesh(d['mesh'])}: {d['prompts']} "
+            f"prompts x {d['num_samples']} samples, {d['prompt_len']} prompt + "
+            f"{d['new_tokens']} new tokens, {d['tiles']} tile(s)",
+            f"prefill: prompt KV {human_bytes(p['prompt_kv_bytes_total'])} in all",
+            *_memory_lines(p),
+            f"  compiled in {p['compile_s']:.1f} s",
+            f"decode loop, {batching}: KV cache {human_bytes(d['kv_cache_bytes_total'])} in all",
             *_memory_lines(d),
             f"  per step: {d['flops']:.3e} FLOPs, {human_bytes(d['bytes_read'])} read; bound "
             f"{1e3 * bound:.2f} ms ({kind}-bound) = {d['tokens_per_s_bound']:.0f} tokens/s",

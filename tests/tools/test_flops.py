@@ -12,7 +12,7 @@ import pytest
 from r1v2_jax.models import KVCache, TextConfig, VisionConfig, VLMConfig, abstract_params
 from r1v2_jax.tools.flops import (decode_step_cost, forward_flops, text_layer_matmul_params,
                                   train_step_flops, vision_layer_matmul_params)
-from r1v2_jax.tools.plan_programs import decode_step
+from r1v2_jax.generate.decode import decode_step_stacked
 from r1v2_jax.train.masks import merge_params, split_params
 from r1v2_jax.train.steps import sequence_token_logps
 
@@ -84,7 +84,7 @@ def test_decode_step_flops_match_xla():
     shape = (1, 8, s, 2, 64)
     cache = KVCache(jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.float32))
     row = jax.ShapeDtypeStruct((8,), jnp.int32)
-    xla = _xla_flops(functools.partial(decode_step, CONFIG), abstract_params(CONFIG), cache, row,
+    xla = _xla_flops(functools.partial(decode_step_stacked, CONFIG), abstract_params(CONFIG), cache, row,
                      row, jax.ShapeDtypeStruct((), jnp.int32),
                      jax.ShapeDtypeStruct((8, s), jnp.bool_))
     cost = decode_step_cost(CONFIG, 8, s, param_bytes=4, cache_bytes=4)

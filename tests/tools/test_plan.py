@@ -22,6 +22,7 @@ from r1v2_jax.train.config_loader import load_config_file
 ROOT = Path(__file__).resolve().parents[2]
 MESH = AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"))
 SEQ, DECODE_BATCH = 32, 8
+SAMPLES, PROMPT = 2, 16  # 4 prompts x 2 samples, 16 prompt + 16 new tokens
 
 
 def _plan(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -35,10 +36,11 @@ def _plan(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("plan") / "plan.json"
     proc = _plan("--config", "configs/tiny.py", "--mesh", "data=2,fsdp=2,tensor=2",
-                 "--seq-len", str(SEQ), "--decode-batch", str(DECODE_BATCH), "--json", str(out),
+                 "--seq-len", str(SEQ), "--decode-batch", str(DECODE_BATCH), "--num-samples",
+                 str(SAMPLES), "--prompt-len", str(PROMPT), "--json", str(out),
                  tmp_path=out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "GRPO update" in proc.stdout and "rollout decode step" in proc.stdout
+    assert "GRPO update" in proc.stdout and "decode loop, static batch of 8 rows" in proc.stdout
     return json.loads(out.read_text())
 
 
@@ -79,22 +81,45 @@ def test_train_step_argument_bytes_are_the_shards(report):
     assert g["fits"] and g["temporaries"] > 0
 
 
-def test_decode_step_argument_bytes_are_the_shards(report):
-    d = report["programs"]["decode_step"]
-    config = _config()
-    tc = config.text
-    # KV cache [L, B, S, Hkv, D]: batch over data x fsdp (4), KV heads over tensor (2).
-    cache = 2 * tc.num_hidden_layers * (DECODE_BATCH // 4) * SEQ * (tc.num_key_value_heads // 2) \
+def test_rollout_programs_are_the_engines_with_sharded_arguments(report):
+    """The planner compiles the engine's own prefill and decode-loop programs; their
+    per-device argument bytes are the shards of what `generate(..., mesh=)` passes."""
+    p, d = report["programs"]["prefill"], report["programs"]["decode"]
+    tc = _config().text
+    prompts, per_dev = DECODE_BATCH // SAMPLES, DECODE_BATCH // SAMPLES // 4  # data x fsdp
+    image = 28 * 28 * 3 * 4
+    # prefill: every parameter, ids + lengths of its prompt and its tile
+    assert p["arguments"] == (_param_bytes("vision") + _param_bytes("adapter")
+                              + _param_bytes("text") + per_dev * (PROMPT * 4 + 4) + image)
+    # decode: the LM's parameters, the prompt KV [B, P, Hkv, D] per layer (prompts over
+    # data x fsdp, KV heads over tensor), prompt mask, last logits, lengths, 2 x sample ids
+    # (8 rows over 4 shards) and 4 scalars (seed, temperature, top_p, max_new_tokens)
+    prompt_kv = 2 * tc.num_hidden_layers * per_dev * PROMPT * (tc.num_key_value_heads // 2) \
         * tc.head_dim * 4
-    # tokens and positions (int32), the cache index, the kv mask (bool)
-    rows = 2 * (DECODE_BATCH // 4) * 4 + 4 + (DECODE_BATCH // 4) * SEQ
-    # Decoding reads only the LM (no image in a decode step): jit drops the rest.
-    assert d["arguments"] == _param_bytes("text") + cache + rows
-    assert d["aliased"] == cache  # the cache is updated in place
-    assert d["kv_cache_bytes_total"] == 2 * tc.num_hidden_layers * DECODE_BATCH * SEQ * \
-        tc.num_key_value_heads * tc.head_dim * 4
-    cost = decode_step_cost(config, DECODE_BATCH, SEQ, param_bytes=4, cache_bytes=4)
+    rows = per_dev * (PROMPT + tc.vocab_size * 4 + 4) + 2 * (DECODE_BATCH // 4) * 4 + 4 * 4
+    assert d["arguments"] == _param_bytes("text") + prompt_kv + rows
+    assert d["prompts"] == prompts and d["rows"] == DECODE_BATCH and d["slots"] == 0
+    per_row = 2 * tc.num_hidden_layers * tc.num_key_value_heads * tc.head_dim * 4
+    assert d["kv_cache_bytes_total"] == DECODE_BATCH * SEQ * per_row
+    assert d["prompt_kv_bytes_total"] == prompts * PROMPT * per_row
+    # the decode loop's caches live in its temporaries: at least this device's share
+    assert d["temporaries"] >= d["kv_cache_bytes_total"] // 8
+    cost = decode_step_cost(_config(), DECODE_BATCH, SEQ, param_bytes=4, cache_bytes=4)
     assert d["flops"] == cost.flops and d["bytes_read"] == cost.bytes
+
+
+def test_continuous_rollout_plan_holds_only_its_slots(tmp_path):
+    out = tmp_path / "plan.json"
+    proc = _plan("--config", "configs/tiny.py", "--mesh", "data=2,fsdp=2,tensor=2",
+                 "--seq-len", str(SEQ), "--decode-batch", str(DECODE_BATCH), "--num-samples",
+                 str(SAMPLES), "--prompt-len", str(PROMPT), "--slots", "4", "--skip-train",
+                 "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "continuous batching on 4 slots" in proc.stdout
+    d = json.loads(out.read_text())["programs"]["decode"]
+    tc = _config().text
+    per_row = 2 * tc.num_hidden_layers * tc.num_key_value_heads * tc.head_dim * 4
+    assert d["rows"] == 4 and d["kv_cache_bytes_total"] == 4 * SEQ * per_row
 
 
 def test_flops_and_times_follow_the_analytic_counts(report):
