@@ -61,7 +61,8 @@ def _stats(prefix, log_rho, m, threshold, lower):
         out[f"{prefix}_fraction_low"] = masked_mean((rho < lower).astype(jnp.float32))
     clamped = jnp.clip(rho, lower, threshold)
     mean_c = masked_mean(clamped)
-    out[f"{prefix}_std"] = jnp.sqrt(jnp.maximum(masked_mean(jnp.square(clamped)) - mean_c**2, 0.0))
+    # verl writes E[x^2] - E[x]^2; the centred form is the same number without fp32 cancellation
+    out[f"{prefix}_std"] = jnp.sqrt(masked_mean(jnp.square(clamped - mean_c)))
     out[f"{prefix}_eff_sample_size"] = 1.0 / masked_mean(jnp.square(clamped / (mean_c + 1e-8)))
     return out
 

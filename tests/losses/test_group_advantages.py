@@ -60,3 +60,60 @@ def test_overlong_penalty_hand_computed():
     np.testing.assert_allclose(half, 0.5 * got, rtol=1e-6)
     with pytest.raises(ValueError, match="cache_len"):
         overlong_penalty(lengths, 100, 0)
+
+
+# ---------------------------------------------------------------- second edition
+
+from _policy_references import verl_reinforce_pp_baseline, verl_rloo  # noqa: E402
+from r1v2_jax.losses import ADVANTAGE_ESTIMATORS  # noqa: E402
+
+
+@pytest.mark.parametrize("group_size", [5, 6, 7, 12])
+def test_equal_reward_groups_get_exact_zero(group_size):
+    """Continuous rewards: the fp32 group mean of G equal values is not always that value,
+    and dividing the leftover by std + eps used to leak |A| up to ~1e-3."""
+    values = np.array([0.1, 0.7, 1 / 3, 0.55, 2.3, 0.9], np.float32)
+    rewards = np.repeat(values, group_size)
+    naive = []
+    for v in values:  # the leak the fix removes, measured with the old formula
+        g = jnp.full((group_size,), v, jnp.float32)
+        naive.append(float(jnp.max(jnp.abs((g - jnp.mean(g)) / (jnp.std(g, ddof=1) + 1e-4)))))
+    assert max(naive) > 1e-5
+    for name in ADVANTAGE_ESTIMATORS.names():
+        if name == "reinforce_pp":
+            continue  # batch whitening shifts every completion by the batch mean (verl too)
+        adv = jit_call(ADVANTAGE_ESTIMATORS.get(name), jnp.asarray(rewards), group_size=group_size)
+        assert np.all(np.asarray(adv) == 0.0), name
+    mixed = rewards.copy()
+    mixed[0] += 0.5  # one group not flat: its members are non-zero, the others stay exactly 0
+    adv = np.asarray(jit_call(group_advantages, jnp.asarray(mixed), group_size=group_size))
+    assert np.all(adv[:group_size] != 0) and np.all(adv[group_size:] == 0.0)
+
+
+def test_rloo_and_dr_grpo_match_references():
+    rewards = np.random.default_rng(3).normal(size=20)
+    r32 = jnp.asarray(rewards, jnp.float32)
+    got = jit_call(ADVANTAGE_ESTIMATORS.get("rloo"), r32, group_size=5)
+    np.testing.assert_allclose(got, verl_rloo(torch.tensor(rewards), 5).numpy(), rtol=1e-5, atol=1e-6)
+    got = jit_call(ADVANTAGE_ESTIMATORS.get("dr_grpo"), r32, group_size=5, scale="group")
+    np.testing.assert_allclose(got, trl_advantages(torch.tensor(rewards), 5, "none").numpy(), rtol=1e-5,
+                               atol=1e-6)
+    got = jit_call(ADVANTAGE_ESTIMATORS.get("grpo"), r32, group_size=5, scale="batch")
+    np.testing.assert_allclose(got, trl_advantages(torch.tensor(rewards), 5, "batch").numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("token_weighted", [False, True])
+def test_reinforce_pp_matches_verl_baseline_whitening(token_weighted):
+    rng = np.random.default_rng(4)
+    rewards = rng.normal(size=12)
+    lengths = rng.integers(1, 9, 12) if token_weighted else np.ones(12, np.int64)
+    expected = verl_reinforce_pp_baseline(torch.tensor(rewards), 4, torch.tensor(lengths), 9).numpy()
+    got = jit_call(ADVANTAGE_ESTIMATORS.get("reinforce_pp"), jnp.asarray(rewards, jnp.float32),
+                   group_size=4, lengths=jnp.asarray(lengths, jnp.float32) if token_weighted else None)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_estimator_lists_registered_names():
+    with pytest.raises(ValueError, match="dr_grpo, grpo, reinforce_pp, rloo"):
+        ADVANTAGE_ESTIMATORS.get("gae", where="config.grpo.advantage_estimator")
