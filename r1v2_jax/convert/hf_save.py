@@ -1,7 +1,8 @@
 """JAX parameters -> a Hugging Face checkpoint folder in either layout.
 
-Writes config.json, `model-XXXXX-of-YYYYY.safetensors` shards and
-`model.safetensors.index.json`, into a hidden sibling folder renamed at the end. Tensors
+Writes config.json, `model-XXXXX-of-YYYYY.safetensors` shards,
+`model.safetensors.index.json` and the tokenizer/processor/generation files of
+processor_files.py, into a hidden sibling folder renamed at the end. Tensors
 are produced one at a time from a `read_leaf(leaf, layer)` callback, so the source can be
 an in-memory tree (`save_hf`) or a JAX checkpoint on disk read slice by slice
 (`convert_to_hf`); memory holds one shard plus one tensor.
@@ -26,6 +27,7 @@ from r1v2_jax.convert.hf_config_out import check_writable, hf_config_dict
 from r1v2_jax.convert.hf_load import resolve_dtype
 from r1v2_jax.convert.mapping import LeafPath, TensorRule, flatten, rules_for
 from r1v2_jax.convert.orbax_io import check_params, open_leaf_stores
+from r1v2_jax.convert.processor_files import preprocessor_config, write_processor_files
 from r1v2_jax.convert.safetensors_files import FLOAT_DTYPES, INDEX_FILE
 from r1v2_jax.models.config import VLMConfig
 
@@ -70,14 +72,19 @@ def _plan(rules: list[TensorRule], dtypes: dict[str, np.dtype], shard_bytes: int
 
 def write_hf(config: VLMConfig, read_leaf: ReadLeaf, leaf_dtypes: dict[LeafPath, np.dtype],
              path: str | Path, layout: str, *, dtype=None,
-             shard_size: int | str = DEFAULT_SHARD_SIZE) -> Path:
-    """The shared writer behind `save_hf` and `convert_to_hf`."""
+             shard_size: int | str = DEFAULT_SHARD_SIZE, tokenizer_dir=None) -> Path:
+    """The shared writer behind `save_hf` and `convert_to_hf`.
+
+    tokenizer_dir: folder whose tokenizer files (and chat template) are copied along.
+    """
     path = Path(path)
     if path.exists():
         raise ConversionError(f"{path}: already exists; refusing to overwrite")
     if not path.parent.is_dir():
         raise ConversionError(f"{path.parent}: parent folder does not exist")
     check_writable(config, layout)
+    if layout == "hf":
+        preprocessor_config(config)  # refuses what transformers' processor cannot express
     shard_bytes = parse_size(shard_size)
     cast = None if dtype is None else resolve_dtype(dtype)
     rules = rules_for(config, layout)
@@ -112,6 +119,7 @@ def write_hf(config: VLMConfig, read_leaf: ReadLeaf, leaf_dtypes: dict[LeafPath,
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
         (tmp / "config.json").write_text(
             json.dumps(hf_config_dict(config, layout, config_dtype), indent=2))
+        write_processor_files(config, tokenizer_dir, tmp, layout)
         os.rename(tmp, path)
     except BaseException as err:  # exceptions, Ctrl-C, SIGTERM (r1v2_jax.errors.signals_raise)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -123,13 +131,14 @@ def write_hf(config: VLMConfig, read_leaf: ReadLeaf, leaf_dtypes: dict[LeafPath,
 
 
 def save_hf(config: VLMConfig, params: dict, path: str | Path, layout: str = "hf", *,
-            dtype=None, shard_size: int | str = DEFAULT_SHARD_SIZE) -> Path:
+            dtype=None, shard_size: int | str = DEFAULT_SHARD_SIZE, tokenizer_dir=None) -> Path:
     """Writes `params` (the docs/PARAMS.md tree) as a HF checkpoint folder `path`.
 
     layout "hf": loadable by transformers' InternVLForConditionalGeneration.from_pretrained;
     "original": the InternVL chat remote-code layout (fused qkv, vision_config+llm_config;
     copy the remote-code .py files and tokenizer next to it to load it with
-    trust_remote_code). dtype None keeps each parameter's dtype.
+    trust_remote_code). dtype None keeps each parameter's dtype. tokenizer_dir: a folder
+    whose tokenizer files are copied along (AutoProcessor needs them).
     """
     flat = flatten(params)
     check_params(config, {k: tuple(v.shape) for k, v in flat.items()}, "params")
@@ -144,12 +153,14 @@ def save_hf(config: VLMConfig, params: dict, path: str | Path, layout: str = "hf
         return flat[leaf] if layer is None else flat[leaf][layer]
 
     return write_hf(config, read_leaf, leaf_dtypes, path, layout, dtype=dtype,
-                    shard_size=shard_size)
+                    shard_size=shard_size, tokenizer_dir=tokenizer_dir)
 
 
 def convert_to_hf(src: str | Path, dst: str | Path, layout: str = "hf", *, dtype=None,
                   shard_size: int | str = DEFAULT_SHARD_SIZE) -> Path:
-    """JAX checkpoint folder `src` -> HF checkpoint folder `dst`, one layer slice at a time."""
+    """JAX checkpoint folder `src` -> HF checkpoint folder `dst`, one layer slice at a time.
+
+    The tokenizer files of `src` (see `convert_to_jax`) are copied along."""
     config, stores = open_leaf_stores(src)
     leaf_dtypes = {k: np.dtype(s.dtype.numpy_dtype) for k, s in stores.items()}
 
@@ -158,4 +169,4 @@ def convert_to_hf(src: str | Path, dst: str | Path, layout: str = "hf", *, dtype
         return store.read().result()
 
     return write_hf(config, read_leaf, leaf_dtypes, dst, layout, dtype=dtype,
-                    shard_size=shard_size)
+                    shard_size=shard_size, tokenizer_dir=src)

@@ -28,6 +28,7 @@ from r1v2_jax.errors import output_error, uninterrupted
 from r1v2_jax.convert.hf_load import open_hf_checkpoint
 from r1v2_jax.convert.mapping import LeafPath, leaf_shapes
 from r1v2_jax.convert.orbax_io import PARAMS_DIR, write_jax_config
+from r1v2_jax.convert.tokenizer_files import copy_tokenizer_files
 
 DEFAULT_MAX_CHUNK_BYTES = 1 << 30
 
@@ -79,7 +80,8 @@ def convert_to_jax(src: str | Path, dst: str | Path, *, dtype="bfloat16",
 
     Everything is validated before `dst` is touched; the output is assembled in a hidden
     sibling folder and renamed to `dst` only when complete. dtype=None keeps the stored
-    dtypes. Peak memory is a small multiple of the largest single tensor.
+    dtypes. The tokenizer files of `src` (and so its chat template) are copied along.
+    Peak memory is a small multiple of the largest single tensor.
     """
     dst = Path(dst)
     if dst.exists():
@@ -102,6 +104,7 @@ def convert_to_jax(src: str | Path, dst: str | Path, *, dtype="bfloat16",
             del pieces
         (params_dir / "_METADATA").write_text(json.dumps(orbax_tree_metadata(shapes)))
         write_jax_config(ckpt.config, tmp)
+        copy_tokenizer_files(src, tmp, required=False)  # generate/train read it from here
         os.rename(tmp, dst)
     except BaseException as err:  # exceptions, Ctrl-C, SIGTERM (r1v2_jax.errors.signals_raise)
         shutil.rmtree(tmp, ignore_errors=True)
