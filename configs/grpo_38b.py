@@ -5,15 +5,18 @@ only (the paper's best setting, Table 4). The paper gives few hyperparameters: v
 marked CHOICE are this project's (see ../shared/spec/training.md).
 
     r1v2 train --config configs/grpo_38b.py --workdir gs://bucket/r1v2/grpo \\
-        config.init.checkpoint=gs://bucket/r1v2/mpo/final config.tokenizer=/data/tok \\
-        config.data.train=/data/grpo/train.jsonl config.data.heldout=/data/grpo/heldout.jsonl
+        --config.init.checkpoint=gs://bucket/r1v2/mpo/final \\
+        --config.reward.rm_checkpoint=gs://bucket/r1v2/rm/final \\
+        --config.data.train=gs://bucket/data/grpo/train.jsonl \\
+        --config.data.heldout=gs://bucket/data/grpo/heldout.jsonl
 """
 
 from grpo_base import grpo_recipe
 import r1v2_38b
+from smoke import apply_arg
 
 
-def get_config():
+def get_config(arg=None):
     c = grpo_recipe()
     c.model = r1v2_38b.model()
     c.rollout.update(prompts_per_step=64, num_generations=8, max_new_tokens=8192,
@@ -23,5 +26,6 @@ def get_config():
     c.reward.update(w_acc=1.0, w_fmt=0.5, w_rm=0.5, rm_clip_tau=1.0, rm_gate="agree")  # CHOICE
     c.optim.update(lr=1e-6, warmup_steps=10, schedule="constant", master_fp32=True)
     c.train.update(steps=1000, trainable="adapter", eval_every=50, checkpoint_every=25)
+    c.rm.update(score_batch_size=16, max_seq_len=16384, max_tiles=12)
     c.mesh.ici = dict(data=1, fsdp=-1, tensor=4)
-    return c
+    return apply_arg(c, arg)

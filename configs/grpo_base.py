@@ -10,14 +10,20 @@ def grpo_recipe():
     c.tokenizer = ""  # folder with the tokenizer files (AutoTokenizer) or a tokenizer.json
     c.data = ml_collections.ConfigDict(dict(
         train="", heldout="", on_invalid="error", max_prompt_tokens=8192, seed=0,
-        num_heldout=512))
+        num_heldout=512,
+        system_prompt=""))  # "" = no system turn
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=64, num_generations=8, max_new_tokens=4096, temperature=1.0, top_p=1.0,
         top_k=0, eval_batch_size=64))
     c.reward = ml_collections.ConfigDict(dict(
         w_acc=1.0, w_fmt=0.5, w_rm=0.0, rm_standardize=True, rm_clip_tau=1.0, rm_gate="agree",
         # answer checking: hard limits per check and per batch (unfinished checks score 0)
-        check_timeout_s=5.0, check_batch_timeout_s=120.0, check_workers=1))
+        check_timeout_s=5.0, check_batch_timeout_s=120.0, check_workers=1,
+        # the reward model of the w_rm term: the final/ folder of an `rm` run (value head +
+        # calibration.json); rm_calibration names another calibration JSON
+        rm_checkpoint="", rm_calibration=""))
+    # reward-model serving shapes (0 = from the data)
+    c.rm = ml_collections.ConfigDict(dict(score_batch_size=16, max_seq_len=0, max_tiles=0))
     c.ssb = ml_collections.ConfigDict(dict(
         enabled=True, alpha=1.0, floor=1e-4, max_replay_ratio=0.5, max_staleness=4, max_reuse=4,
         capacity=4096, adv_tol=1e-6, off_policy="recompute", is_cap=2.0))
@@ -36,3 +42,9 @@ def grpo_recipe():
         keep_checkpoints=3, async_checkpoint=True, progress_bar=True))
     c.mesh = ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=-1, tensor=1), dcn=dict()))
     return c
+
+
+def get_config(arg=None):
+    """The bare GRPO recipe (no model section: the checkpoint's own config applies)."""
+    from smoke import apply_arg
+    return apply_arg(grpo_recipe(), arg)

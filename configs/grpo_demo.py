@@ -9,7 +9,7 @@ from grpo_base import grpo_recipe
 from mpo_base import mpo_demo_defaults
 
 
-def get_config():
+def get_config(arg=None):
     c = grpo_recipe()
     c.model = demo_model.model()
     c.demo = ml_collections.ConfigDict(dict(
@@ -37,4 +37,26 @@ def get_config():
     c.optim.update(lr=1e-4, warmup_steps=3, schedule="cosine", total_steps=20)
     c.train.update(steps=20, trainable="llm+adapter", eval_every=10, checkpoint_every=10,
                    keep_checkpoints=2, progress_bar=True)
+    if arg == "smoke":
+        smoke(c)
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config argument {arg!r}; known: 'smoke'")
     return c
+
+
+def smoke(c):
+    """Every demo stage in seconds (tests/demo): a few examples, two steps each."""
+    c.demo.update(num_examples=160, num_heldout=8, compare_prompts=4)
+    c.demo.sampled_eval.num_samples = 2
+    c.vision.update(steps=2, batch_size=4, eval_scenes=4)
+    c.warmstart.update(steps=2, batch_size=8, micro_batch_size=8)
+    c.rm.update(steps=2, num_train_pairs=16, num_calibration=8, batch_size=8, micro_batch_size=8)
+    # an untrained policy answers nothing right: let the (ungated) reward model's scores
+    # separate the samples so that pairs exist
+    c.mpo.reward.update(rm_gate="none", w_rm=1.0)
+    c.mpo.update(threshold=0.01, prompts_per_round=4, num_samples=2, min_pairs_per_round=1,
+                 steps_per_round=2, batch_size=2, micro_batch_size=2)
+    c.mpo.train.update(steps=2, checkpoint_every=0)
+    c.rollout.update(prompts_per_step=2, num_generations=2, max_new_tokens=8, eval_batch_size=8)
+    c.grpo.micro_batch_size = 4
+    c.train.update(steps=2, eval_every=0, checkpoint_every=0, progress_bar=False)

@@ -31,14 +31,14 @@ def mpo_fields():
 
 def rm_fields():
     return ml_collections.ConfigDict(dict(
-        # reward-model JAX folder (convert/value_head.py); required when reward.w_rm != 0
-        checkpoint="",
-        calibration="",  # JSON {"mean", "std", "count"} of RM scores (rl/rewards.calibrate)
-        score_batch_size=16, max_seq_len=0, max_tiles=12,  # scorer shapes; 0 = from the data
+        # scorer shapes (0 = from the data); the reward model itself is named by
+        # reward.rm_checkpoint / reward.rm_calibration
+        score_batch_size=16, max_seq_len=0, max_tiles=12,
         head_init_std=0.02,
         # Bradley-Terry training (rl/rm_trainer.py)
         trainable="llm+adapter", steps=1000, batch_size=64, micro_batch_size=8, lr=1e-5,
         warmup=30, schedule="cosine", seed=0, center_rewards_coefficient=0.0,
+        num_calibration=512,  # train pairs whose scores set the calibration (mean, std)
     ))
 
 
@@ -60,7 +60,7 @@ def mpo_demo_defaults():
     rm.update(score_batch_size=64, max_tiles=1, trainable="llm+adapter", steps=40, batch_size=16,
               micro_batch_size=16, lr=1e-3, warmup=4, schedule="cosine")
     rm.num_train_pairs = 640  # synthetic pairs: correct trace vs corrupted trace
-    rm.num_calibration = 128  # train pairs whose scores set the calibration (mean, std)
+    rm.num_calibration = 128
     rm.corruptions = ("answer", "hallucination", "both")
     mpo = mpo_fields()
     mpo.update(prompts_per_round=16, num_samples=8, min_pairs_per_round=8,
@@ -71,3 +71,9 @@ def mpo_demo_defaults():
                           keep_checkpoints=1, progress_bar=False),
                reward=dict(w_rm=0.5, rm_gate="agree"))
     return ml_collections.ConfigDict(dict(rm=rm, mpo=mpo))
+
+
+def get_config(arg=None):
+    """The bare MPO recipe (no model section: the checkpoint's own config applies)."""
+    from smoke import apply_arg
+    return apply_arg(mpo_recipe(), arg)

@@ -31,15 +31,10 @@ import ml_collections
 from r1v2_jax.data import synthetic
 from r1v2_jax.data.image import TilingConfig
 from r1v2_jax.data.prompts import PromptConfig, build_training_sequence
-from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.data.tokenizer import build_demo_tokenizer
 from r1v2_jax.models import VLMConfig, init_params
 from r1v2_jax.rl.evaluate import answer_prior_accuracy, evaluate
 from r1v2_jax.rl.examples import PromptExample, from_synthetic_many
-from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
-from r1v2_jax.train.metrics import MetricsWriter
-from r1v2_jax.train.optimizer import make_optimizer
-from r1v2_jax.train.sft import make_sft_update, sft_batch
 
 STAGES = ("vision", "warmstart", "rm", "mpo", "grpo")
 
@@ -85,45 +80,52 @@ def build_context(cfg, out: str, log: Callable[[str], None] = print) -> DemoCont
                        make_scorer(rule_reward), out, log)
 
 
+def stage_inputs(ctx: DemoContext, params, train, heldout=None, score=None,
+                 offline_pairs=()):
+    """The recipes' StageInputs of a demo stage (synthetic data, the demo tokenizer)."""
+    from r1v2_jax.recipes import StageInputs
+
+    return StageInputs(ctx.model, params, ctx.tokenizer, ctx.prompt, train,
+                       ctx.heldout if heldout is None else heldout, score, offline_pairs)
+
+
+def warmstart_config(cfg) -> ml_collections.ConfigDict:
+    """The demo recipe as an `sft` stage: cfg.warmstart's sizes, lr and seed."""
+    w = cfg.warmstart
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.sft = ml_collections.ConfigDict(dict(batch_size=int(w.batch_size),
+                                           micro_batch_size=int(w.micro_batch_size),
+                                           max_seq_len=0))
+    c.optim.update(lr=float(w.lr), warmup_steps=int(w.warmup), total_steps=int(w.steps),
+                   schedule="cosine")
+    c.train.update(steps=int(w.steps), trainable=str(w.trainable), seed=int(w.seed),
+                   eval_every=0, checkpoint_every=0, progress_bar=False)
+    c.train.eval_at_start = False
+    return c
+
+
 def run_warmstart(ctx: DemoContext, params, stage_dir: str):
-    """SFT on templated reasoning traces; returns (params, eval metrics)."""
-    cfg, w = ctx.cfg, ctx.cfg.warmstart
+    """SFT on templated reasoning traces through the `sft` recipe; returns (params, eval
+    metrics)."""
+    from r1v2_jax.recipes import sft
+    from r1v2_jax.train.sft import SFTExample
+
+    cfg = ctx.cfg
     seqs = warmstart_sequences(ctx)
     over = longest_trace_tokens(seqs) - int(cfg.rollout.max_new_tokens)
     if over > 0:  # the policy would imitate responses that sampling cuts off
         ctx.log(f"warning: warm-start traces run up to {over} tokens past "
                 f"rollout.max_new_tokens={int(cfg.rollout.max_new_tokens)}")
-    seq_len = -(-max(len(s.ids) for s in seqs) // 16) * 16
-    trainable, frozen = split_params(params, trainable_parts(w.trainable))
-    optim = ml_collections.ConfigDict(dict(cfg.optim))
-    optim.update(lr=float(w.lr), warmup_steps=int(w.warmup), total_steps=int(w.steps),
-                 schedule="cosine")
-    optimizer = make_optimizer(optim)
-    opt_state = optimizer.init(trainable)
-    update = make_sft_update(ctx.model, optimizer)
-    writer = MetricsWriter(stage_dir)
-    state = DataState()
-    size = ctx.model.vision.image_size
-    micro = int(w.micro_batch_size)
+    examples = [SFTExample(s.ids[:s.prompt_length], s.ids[s.prompt_length:], e.pixel_values)
+                for s, e in zip(seqs, ctx.train)]
     t0 = time.time()
-    for step in range(1, int(w.steps) + 1):
-        idx, state = next_batch(list(range(len(seqs))), int(w.batch_size), state, int(w.seed))
-        batch = sft_batch([seqs[i].ids[:seqs[i].prompt_length] for i in idx],
-                          [seqs[i].ids[seqs[i].prompt_length:] for i in idx],
-                          [ctx.train[i].pixel_values for i in idx], seq_len=seq_len, micro=micro,
-                          tiles_per_micro=micro, pad_id=ctx.tokenizer.pad_id,
-                          image_shape=(size, size, 3))
-        trainable, opt_state, m = update(frozen, trainable, opt_state, batch)
-        if step % 20 == 0 or step == int(w.steps):
-            writer.write({"step": step, "stage": "warmstart", "loss": m["loss"],
-                          "seconds": time.time() - t0})
-    params = merge_params(trainable, frozen)
-    metrics = {**eval_params(ctx, params), **sampled_eval_params(ctx, params)}
-    writer.write({"step": int(w.steps), "stage": "warmstart", **metrics})
-    writer.close()
-    ctx.log(f"[warmstart] {int(w.steps)} steps in {time.time() - t0:.0f}s: "
+    stage_cfg = warmstart_config(cfg)
+    result = sft.run(stage_cfg, stage_inputs(ctx, params, examples, score=ctx.score), stage_dir,
+                     stage="warmstart", log=ctx.log)
+    metrics = {**result.metrics, **sampled_eval_params(ctx, result.params)}
+    ctx.log(f"[warmstart] {int(stage_cfg.train.steps)} steps in {time.time() - t0:.0f}s: "
             f"accuracy {metrics['eval_accuracy']:.3f}, format {metrics['eval_format_rate']:.3f}")
-    return params, metrics
+    return result.params, metrics
 
 
 def warmstart_sequences(ctx: DemoContext) -> list:
@@ -159,23 +161,22 @@ def sampled_eval_params(ctx: DemoContext, params) -> dict[str, float]:
                             score=ctx.score)
 
 
-def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool, steps: int | None = None,
+def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool,
              score: Callable | None = None):
-    """GRPO from `params`; `score` defaults to the rule + format reward (ctx.score)."""
-    from r1v2_jax.rl.grpo_trainer import GRPOTrainer
+    """GRPO from `params` through the `grpo` recipe; `score` defaults to the rule + format
+    reward (ctx.score)."""
+    from r1v2_jax.recipes import grpo
 
     cfg = ml_collections.ConfigDict(ctx.cfg.to_dict())
     cfg.ssb.enabled = ssb
     name = "grpo" if ssb else "grpo_no_ssb"
-    trainer = GRPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                          train=ctx.train, heldout=ctx.heldout, score=score or ctx.score,
-                          workdir=stage_dir, stage=name, log=ctx.log)
     t0 = time.time()
-    trainer.run(steps)
-    final = trainer.evaluate()
-    ctx.log(f"[{name}] {trainer.step} steps in {time.time() - t0:.0f}s: "
+    result = grpo.run(cfg, stage_inputs(ctx, params, ctx.train, score=score or ctx.score),
+                      stage_dir, stage=name, log=ctx.log)
+    final = result.metrics
+    ctx.log(f"[{name}] {result.trainer.step} steps in {time.time() - t0:.0f}s: "
             f"accuracy {final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}")
-    return trainer.params(), final
+    return result.params, final
 
 
 def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_ssb: bool = True,

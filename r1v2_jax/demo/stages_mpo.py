@@ -10,22 +10,19 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
-import jax
 import ml_collections
 import numpy as np
 
 from r1v2_jax.data import synthetic
 from r1v2_jax.data.prompts import completion_of
 from r1v2_jax.demo.pipeline import DemoContext
-from r1v2_jax.models.reward_model import init_reward_model_params
 from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
 from r1v2_jax.rl.rewards import Calibration, calibrate
-from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer, train_reward_model
+from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer
 from r1v2_jax.train.metrics import MetricsWriter
 
 CORRUPTIONS = ("answer", "hallucination", "both")
@@ -133,31 +130,37 @@ def calibration_of(scorer: JaxRewardModelScorer, pairs: list[PreferencePair]) ->
     return calibrate(np.concatenate([chosen, rejected]))
 
 
+def rm_stage_config(cfg) -> ml_collections.ConfigDict:
+    """The demo recipe as an `rm` stage: cfg.rm's steps, lr, schedule, trainable, seed."""
+    rm = cfg.rm
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.optim.update(lr=float(rm.lr), warmup_steps=int(rm.warmup), total_steps=int(rm.steps),
+                   schedule=str(rm.schedule))
+    c.train.update(steps=int(rm.steps), trainable=str(rm.trainable), seed=int(rm.seed),
+                   eval_every=0, checkpoint_every=0, progress_bar=False)
+    c.train.eval_at_start = False
+    return c
+
+
 def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
-    """Trains the reward model from the policy `params`; returns (rm_params, metrics) with
-    metrics: rm_heldout_pair_accuracy (+ per corruption kind), rm_train_*, rm_calibration_*
-    (pass `Calibration(mean, std, count)` of these to `serve_reward_model`)."""
-    cfg, rm = ctx.cfg, ctx.cfg.rm
+    """Trains the reward model from the policy `params` through the `rm` recipe; returns
+    (rm_params, metrics) with metrics: rm_heldout_pair_accuracy (+ per corruption kind),
+    rm_train_*, rm_calibration_* (pass `Calibration(mean, std, count)` of these to
+    `serve_reward_model`)."""
+    from r1v2_jax.demo.pipeline import stage_inputs
+    from r1v2_jax.recipes import reward_model
+
+    rm = ctx.cfg.rm
     t0 = time.time()
     n, kinds = int(rm.num_train_pairs), tuple(rm.corruptions)
     train_pairs, _ = synthetic_rm_pairs(ctx, ctx.train[:n], ctx.train_raw[:n],
                                         corruptions=kinds, seed=int(rm.seed))
     held_pairs, held_kinds = synthetic_rm_pairs(ctx, ctx.heldout, heldout_raw(ctx),
                                                 corruptions=kinds, seed=int(rm.seed) + 1)
-    rm_params = init_reward_model_params(ctx.model, jax.random.key(int(rm.seed)), params,
-                                         head_init_std=float(rm.head_init_std))
-    optim = ml_collections.ConfigDict(cfg.optim.to_dict())
-    optim.update(lr=float(rm.lr), warmup_steps=int(rm.warmup), total_steps=int(rm.steps),
-                 schedule=str(rm.schedule))
-    writer = MetricsWriter(stage_dir)
-
-    def log_step(record):
-        writer.write({"stage": "rm", **{k if k in ("step", "seconds") else f"rm_train_{k}": v
-                                        for k, v in record.items()}})
-
-    rm_params, last = train_reward_model(rm, optim, ctx.model, rm_params, train_pairs,
-                                         pad_id=ctx.tokenizer.pad_id, log_every=10,
-                                         on_log=log_step)
+    result = reward_model.run(rm_stage_config(ctx.cfg),
+                              stage_inputs(ctx, params, train_pairs, heldout=held_pairs),
+                              stage_dir, log=ctx.log)
+    rm_params = result.params
     scorer = rm_scorer(ctx, rm_params, tuple(train_pairs + held_pairs))
     chosen, rejected = scorer.score_pairs(held_pairs)
     right = chosen > rejected
@@ -166,14 +169,11 @@ def run_reward_model_stage(ctx: DemoContext, params, stage_dir: str):
     for kind in sorted(set(held_kinds)):
         sel = np.asarray([k == kind for k in held_kinds])
         metrics[f"rm_heldout_accuracy_{kind}"] = float(np.mean(right[sel]))
-    cal = calibration_of(scorer, train_pairs[:int(rm.num_calibration)])
-    metrics.update(rm_calibration_mean=cal.mean, rm_calibration_std=cal.std,
-                   rm_calibration_count=cal.count,
-                   **{f"rm_train_{k}": v for k, v in last.items()}, seconds=time.time() - t0)
+    metrics.update({k if k.startswith("rm_") else f"rm_{k}": v
+                    for k, v in result.metrics.items()}, seconds=time.time() - t0)
+    writer = MetricsWriter(stage_dir, resume_step=int(rm.steps))  # after the trainer's lines
     writer.write({"step": int(rm.steps), "stage": "rm", **metrics})
     writer.close()
-    with open(os.path.join(stage_dir, "calibration.json"), "w") as f:
-        json.dump(cal.to_dict(), f)
     per_kind = ", ".join(f"{k}: {metrics[f'rm_heldout_accuracy_{k}']:.2f}"
                          for k in sorted(set(held_kinds)))
     ctx.log(f"[rm] {int(rm.steps)} steps in {time.time() - t0:.0f}s: held-out pair accuracy "
@@ -218,23 +218,21 @@ def hybrid_scorer(ctx: DemoContext, reward_cfg, rm: RewardModelServing | None = 
                        log=ctx.log)
 
 
-def _mpo_trainer(ctx: DemoContext, cfg, params, stage_dir: str, name: str, score,
-                 offline_pairs=()):
-    from r1v2_jax.rl.mpo_trainer import MPOTrainer
+def _run_mpo_recipe(ctx: DemoContext, cfg, params, stage_dir: str, name: str, score,
+                    offline_pairs=()):
+    """The `mpo` recipe on the demo's prompts; returns (params, final eval metrics)."""
+    from r1v2_jax.demo.pipeline import stage_inputs
+    from r1v2_jax.recipes import mpo
 
-    return MPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                      train=ctx.train, heldout=ctx.heldout, score=score, workdir=stage_dir,
-                      stage=name, log=ctx.log, offline_pairs=offline_pairs)
-
-
-def _train_and_report(trainer, name: str, log) -> dict:
     t0 = time.time()
-    last = trainer.run()
-    final = {k: v for k, v in last.items() if k.startswith("eval_")} or trainer.evaluate()
-    log(f"[{name}] {trainer.step} steps in {time.time() - t0:.0f}s: accuracy "
-        f"{final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}, "
-        f"hallucination {final['eval_hallucination_rate']:.3f}")
-    return final
+    result = mpo.run(cfg, stage_inputs(ctx, params, ctx.train, score=score,
+                                       offline_pairs=offline_pairs), stage_dir, stage=name,
+                     log=ctx.log)
+    final = result.metrics
+    ctx.log(f"[{name}] {result.trainer.step} steps in {time.time() - t0:.0f}s: accuracy "
+            f"{final['eval_accuracy']:.3f}, format {final['eval_format_rate']:.3f}, "
+            f"hallucination {final['eval_hallucination_rate']:.3f}")
+    return result.params, final
 
 
 def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo",
@@ -252,9 +250,7 @@ def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo"
     cfg = stage_config(ctx.cfg, "mpo")
     cfg.mpo.loss = loss
     score = hybrid_scorer(ctx, cfg.reward, rm, stage=name)
-    trainer = _mpo_trainer(ctx, cfg, params, stage_dir, name, score)
-    final = _train_and_report(trainer, name, ctx.log)
-    return trainer.params(), final
+    return _run_mpo_recipe(ctx, cfg, params, stage_dir, name, score)
 
 
 def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *,
@@ -288,7 +284,6 @@ def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *,
     for loss in ("mpo", "dpo", "sft"):
         cfg = ml_collections.ConfigDict(base.to_dict())
         cfg.mpo.update(loss=loss, prompts_per_round=0)
-        trainer = _mpo_trainer(ctx, cfg, params, os.path.join(out_dir, loss), f"compare_{loss}",
-                               score, offline_pairs=pairs)
-        results[loss] = _train_and_report(trainer, f"compare_{loss}", ctx.log)
+        _, results[loss] = _run_mpo_recipe(ctx, cfg, params, os.path.join(out_dir, loss),
+                                           f"compare_{loss}", score, offline_pairs=pairs)
     return results

@@ -55,9 +55,10 @@ def main(args) -> int:
     overrides = split_cli_overrides(args.overrides)
     cfg = (load_recipe(args.config, overrides) if args.config
            else apply_overrides(default_eval_config(), overrides))
-    if args.k < 0 or not 0.0 < args.top_p <= 1.0 or not args.temperature >= 0.0:
-        raise UserError(f"--k must be >= 0, --top-p in (0, 1], --temperature >= 0; got "
-                        f"{args.k}, {args.top_p}, {args.temperature}")
+    if args.k < 0 or not 0.0 < args.top_p <= 1.0 or not args.temperature >= 0.0 or (
+            args.k > 0 and args.temperature == 0.0):
+        raise UserError(f"--k must be >= 0, --top-p in (0, 1], --temperature >= 0 (> 0 when "
+                        f"--k > 0); got {args.k}, {args.top_p}, {args.temperature}")
     for flag, path in (("--ckpt", args.ckpt), ("--data", args.data)):
         if not paths.exists(path):
             raise UserError(f"{flag} {path}: does not exist")

@@ -52,7 +52,8 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "rm", log=print,
     calibration_pairs = list(inputs.train)[:int(r.num_calibration)]
     chosen, rejected = scorer.score_pairs(calibration_pairs)
     calibration = calibrate(np.concatenate([chosen, rejected]))
-    metrics = {k: v for k, v in last.items() if k.startswith("eval_")}
+    metrics = {k if k.startswith("eval_") else f"train_{k}": v for k, v in last.items()
+               if k not in ("step", "stage", "seconds")}
     metrics.update(rm_calibration_mean=calibration.mean, rm_calibration_std=calibration.std,
                    rm_calibration_count=calibration.count)
     final = write_final(workdir, inputs, params, calibration=calibration, log=log)

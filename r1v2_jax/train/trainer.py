@@ -12,7 +12,8 @@ A subclass says what its state is and what one step does:
 and gets from the base: checkpoints every `train.checkpoint_every` steps (async, the newest
 `train.keep_checkpoints` kept), exact resume from the newest checkpoint in
 `WORKDIR/checkpoints`, metrics in `WORKDIR/metrics.jsonl` + TensorBoard, held-out evaluation
-every `train.eval_every` steps, and `run()`.
+at the start (`train.eval_at_start`, default true), every `train.eval_every` steps and at the
+end, and `run()`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,11 @@ class Trainer:
     """Base class; see the module docstring. `cfg.train` supplies checkpoint_every,
     keep_checkpoints, async_checkpoint, eval_every, steps and progress_bar."""
 
-    eval_at_start: bool = True
-
     def __init__(self, cfg, workdir: str, *, stage: str, log: Callable[[str], None] = print):
         self.cfg, self.workdir, self.stage, self.log = cfg, workdir, stage, log
         self.step = 0
         t = cfg.train
+        self.eval_at_start = bool(t.get("eval_at_start", True))
         self.ckpt = Checkpointer(join(workdir, "checkpoints"),
                                  save_every=int(t.checkpoint_every), keep=int(t.keep_checkpoints),
                                  async_save=bool(t.async_checkpoint))

@@ -12,34 +12,13 @@ from r1v2_jax.demo import stages_mpo
 from r1v2_jax.demo.cli import default_config_path
 from r1v2_jax.demo.pipeline import (STAGES, build_context, longest_trace_tokens, run_demo,
                                     warmstart_sequences)
-from r1v2_jax.train.config_loader import apply_overrides, load_config_file
-
-SMALL = [
-    "config.demo.num_examples=160", "config.demo.num_heldout=8", "config.demo.compare_prompts=4",
-    "config.demo.sampled_eval.num_samples=2",
-    "config.vision.steps=2", "config.vision.batch_size=4", "config.vision.eval_scenes=4",
-    "config.warmstart.steps=2", "config.warmstart.batch_size=8",
-    "config.warmstart.micro_batch_size=8",
-    "config.rm.steps=2", "config.rm.num_train_pairs=16", "config.rm.num_calibration=8",
-    "config.rm.batch_size=8", "config.rm.micro_batch_size=8",
-    # an untrained policy answers nothing right: let the (ungated) reward model's scores
-    # separate the samples so that pairs exist
-    "config.mpo.reward.rm_gate=none", "config.mpo.reward.w_rm=1.0",
-    "config.mpo.threshold=0.01", "config.mpo.prompts_per_round=4", "config.mpo.num_samples=2",
-    "config.mpo.min_pairs_per_round=1", "config.mpo.steps_per_round=2",
-    "config.mpo.batch_size=2", "config.mpo.micro_batch_size=2",
-    "config.mpo.train.steps=2", "config.mpo.train.checkpoint_every=0",
-    "config.rollout.prompts_per_step=2", "config.rollout.num_generations=2",
-    "config.rollout.max_new_tokens=8", "config.rollout.eval_batch_size=8",
-    "config.grpo.micro_batch_size=4", "config.train.steps=2", "config.train.eval_every=0",
-    "config.train.checkpoint_every=0", "config.train.progress_bar=False",
-]
+from r1v2_jax.train.config_loader import load_config_file
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("demo"))
-    cfg = apply_overrides(load_config_file(default_config_path()), SMALL)
+    cfg = load_config_file(default_config_path() + ":smoke")
     logs = []
     results = run_demo(cfg, out, compare_objectives=True, log=logs.append)
     return out, results, logs
@@ -63,6 +42,23 @@ def test_every_stage_runs_and_writes_metrics(demo_run):
     out, results, _ = demo_run
     for stage in ("vision", "warmstart", "rm", "mpo", "grpo", "grpo_no_ssb"):
         assert os.path.exists(os.path.join(out, stage, "metrics.jsonl")), stage
+
+
+def test_stages_run_through_the_recipes_and_write_final_models(demo_run):
+    # the demo's stages are the product's recipes: each leaves a loadable final/ model
+    from r1v2_jax.convert import load_jax_checkpoint
+    from r1v2_jax.convert.value_head import load_reward_model
+    from r1v2_jax.data.tokenizer import load_tokenizer
+
+    out, results, _ = demo_run
+    for stage in ("warmstart", "mpo", "grpo", "grpo_no_ssb"):
+        config, params = load_jax_checkpoint(os.path.join(out, stage, "final"))
+        assert config.image_token_id == load_tokenizer(
+            os.path.join(out, stage, "final")).img_context_id
+    _, rm_params = load_reward_model(os.path.join(out, "rm", "final"))
+    assert "value_head" in rm_params
+    cal = json.load(open(os.path.join(out, "rm", "final", "calibration.json")))
+    assert cal["mean"] == pytest.approx(results["rm"]["rm_calibration_mean"])
     for stage in ("warmstart", "mpo", "grpo", "grpo_no_ssb"):
         assert 0.0 <= results[stage]["eval_accuracy"] <= 1.0
         assert 0.0 <= results[stage]["eval_hallucination_rate"] <= 1.0
