@@ -42,3 +42,28 @@ def test_track_kl_measures_without_penalising():
     assert float(runs[True][2]["kl"]) == pytest.approx(k3, rel=1e-4)
     assert float(runs[True][2]["loss"]) == float(runs[False][2]["loss"])
     jax.tree.map(np.testing.assert_array_equal, runs[True][0], runs[False][0])
+
+
+def test_batch_level_selections_keep_accumulation_exact():
+    """Clip-Cov + high-entropy mask + entropy bonus + per-token IS weights: the selections
+    come from the whole update batch, so 4 micro-batches of 2 update exactly like 1 of 8."""
+    config = fx.tiny_config()
+    params = init_params(config, jax.random.key(0))
+    trainable, frozen = split_params(params, trainable_parts("llm+adapter"))
+    opts = fx.loss_options(beta=0.0, policy_loss="clip_cov", clip_cov_ratio=0.2, clip_cov_lb=0.0,
+                           top_entropy_quantile=0.5, entropy_coef=0.01, use_old_logps=False,
+                           apply_is_weights=True)
+    weights = np.random.default_rng(1).uniform(0.5, 1.5, (8, 23)).astype(np.float32)
+    opt = fx.optimizer()
+    runs = []
+    for num_micro, micro in ((4, 2), (1, 8)):
+        batch = fx.host_batch(config, num_micro=1, micro=8, seq=24)
+        batch = jax.tree.map(lambda x: x.reshape((num_micro, micro) + x.shape[2:]), batch)
+        batch.is_weights = weights.reshape(num_micro, micro, 23)
+        update = make_grpo_update(config, opts, opt, donate=False)
+        runs.append(update(frozen, trainable, trainable, opt.init(trainable), batch))
+    (p4, _, m4), (p1, _, m1) = runs
+    assert 0 < float(m1["cov_selected_frac"]) and 0.4 < float(m1["entropy_mask_frac"]) < 0.6
+    for key in ("loss", "entropy", "cov_selected_frac", "entropy_mask_frac", "ratio_mean"):
+        np.testing.assert_allclose(float(m4[key]), float(m1[key]), rtol=2e-5, atol=1e-7, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p4, p1)
