@@ -165,42 +165,47 @@ class AnswerChecker:
             self._start_all()
         batch_deadline = math.inf if cfg.batch_timeout_s is None else time.monotonic() + cfg.batch_timeout_s
         busy: dict[int, tuple[int, float]] = {}  # worker -> (sample, deadline)
-        while (pending or busy) and time.monotonic() < batch_deadline:
-            for w, worker in enumerate(self._workers):
-                if worker is None and pending:  # killed by a timeout: restart in the background
-                    self._spawn(w)
-                elif worker is not None and worker.ready and w not in busy and pending:
-                    i = pending.pop()
-                    worker.conn.send((responses[i], golds[i], answer_types[i]))
-                    busy[w] = (i, time.monotonic() + cfg.check_timeout_s)
-            watched = {wk.conn: w for w, wk in enumerate(self._workers)
-                       if wk is not None and (w in busy or not wk.ready)}
-            deadlines = [d for _, d in busy.values()] + [batch_deadline] + [
-                wk.start_deadline for wk in self._workers if wk is not None and not wk.ready]
-            ready = wait_any(list(watched), timeout=max(0.0, min(deadlines) - time.monotonic()))
-            for conn in ready:
-                w = watched[conn]
-                if w not in busy:
-                    self._on_ready(w)
-                    continue
-                i, _ = busy.pop(w)
-                try:
-                    status, payload = conn.recv()
-                except EOFError:  # killed from outside or by the memory limit
-                    code = self._workers[w].process.exitcode
-                    self._kill(w)
-                    results[i] = AnswerCheck(False, f"worker_died (exit code {code})")
-                    continue
-                if status == "invalid_gold":
-                    raise InvalidGoldError(f"sample {i}: {payload}")
-                results[i] = payload
-            now = time.monotonic()
-            for w, (i, deadline) in list(busy.items()):
-                if now >= deadline:
-                    self._kill(w)
-                    del busy[w]
-                    results[i] = AnswerCheck(False, f"timeout (hard limit {cfg.check_timeout_s} s)")
-            self._check_start_deadlines(now)
+        try:
+            while (pending or busy) and time.monotonic() < batch_deadline:
+                for w, worker in enumerate(self._workers):
+                    if worker is None and pending:  # killed by a timeout: restart in the background
+                        self._spawn(w)
+                    elif worker is not None and worker.ready and w not in busy and pending:
+                        i = pending.pop()
+                        worker.conn.send((responses[i], golds[i], answer_types[i]))
+                        busy[w] = (i, time.monotonic() + cfg.check_timeout_s)
+                watched = {wk.conn: w for w, wk in enumerate(self._workers)
+                           if wk is not None and (w in busy or not wk.ready)}
+                deadlines = [d for _, d in busy.values()] + [batch_deadline] + [
+                    wk.start_deadline for wk in self._workers if wk is not None and not wk.ready]
+                ready = wait_any(list(watched), timeout=max(0.0, min(deadlines) - time.monotonic()))
+                for conn in ready:
+                    w = watched[conn]
+                    if w not in busy:
+                        self._on_ready(w)
+                        continue
+                    i, _ = busy.pop(w)
+                    try:
+                        status, payload = conn.recv()
+                    except EOFError:  # killed from outside or by the memory limit
+                        code = self._workers[w].process.exitcode
+                        self._kill(w)
+                        results[i] = AnswerCheck(False, f"worker_died (exit code {code})")
+                        continue
+                    if status == "invalid_gold":
+                        raise InvalidGoldError(f"sample {i}: {payload}")
+                    results[i] = payload
+                now = time.monotonic()
+                for w, (i, deadline) in list(busy.items()):
+                    if now >= deadline:
+                        self._kill(w)
+                        del busy[w]
+                        results[i] = AnswerCheck(False, f"timeout (hard limit {cfg.check_timeout_s} s)")
+                self._check_start_deadlines(now)
+        except BaseException:  # a worker still busy would answer the next batch: stop it
+            for w in busy:
+                self._kill(w)
+            raise
         if pending or busy:  # the batch limit passed: what is unfinished scores 0
             for w, (i, _) in busy.items():
                 self._kill(w)

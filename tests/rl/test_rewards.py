@@ -162,6 +162,15 @@ def test_batch_limit_bounds_hostile_answers_and_keeps_the_others_scores(caplog):
     assert "batch limit of 3.0 s reached, 16 of 20 checks unfinished" in caplog.text
 
 
+def test_a_batch_that_raises_leaves_no_stale_result_for_the_next():
+    # sample 0 is still being checked (1 s soft timeout) when sample 1's bad gold raises
+    with AnswerChecker(AnswerCheckConfig(num_workers=2, math_verify_timeout_s=1)) as c:
+        with pytest.raises(InvalidGoldError, match="sample 1"):
+            c.check_batch([R + "\\boxed{9^{9^{9^{9}}}}", R + "1"], ["1", "seven"], ["math", "number"])
+        got = c.check_batch([R + "\\boxed{2}", R + "\\boxed{3}"], ["2", "3"], ["number", "number"])
+        assert [(g.correct, g.reason) for g in got] == [(True, "match")] * 2
+
+
 def test_worker_that_cannot_start_raises():
     with AnswerChecker(AnswerCheckConfig(worker_memory_limit_mb=16)) as c:
         with pytest.raises(RuntimeError, match="worker died on start-up"):
