@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from typing import Callable, Iterator
 
 USER_ERROR_EXIT = 2
@@ -124,6 +125,9 @@ def signals_raise(signums=(signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
         _defer["fired"] = True
         raise Interrupted(signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and it runs them)
+        return
     previous = {s: signal.signal(s, handler) for s in signums}
     _defer.update(pending=None, fired=False)
     try:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from r1v2_jax.data.answer_forms import CHOICE_LETTERS, parse_gold
+from r1v2_jax.data.answer_forms import CHOICE_LETTERS, InvalidGoldError, parse_gold
 from r1v2_jax.data.image import ImageError, TilingConfig, image_size_of
 from r1v2_jax.data.prompts import PromptConfig, completion_of, ensure_image_tags, prompt_text
 from r1v2_jax.data.tokenizer import SpecialTokenNames, Tokenizer
@@ -165,8 +165,14 @@ def _gold_problem(answer: str, answer_type: str, letters: str, timeout_s: int | 
     repeat their golds."""
     try:
         parse_gold(answer, answer_type, letters=letters, timeout_s=timeout_s)
-    except Exception as err:  # InvalidGoldError, or math-verify's timeout / sympy errors
-        return str(err) or type(err).__name__
+    except InvalidGoldError as err:
+        return str(err)
+    except BaseException as err:  # sympy errors; math-verify's TimeoutException is a BaseException
+        if type(err).__name__ == "TimeoutException":
+            return f"{answer[:80]!r}: reading it took over {timeout_s} s"
+        if not isinstance(err, Exception):  # Ctrl-C, SystemExit
+            raise
+        return f"{answer[:80]!r} cannot be read ({type(err).__name__}: {err})"
     return None
 
 

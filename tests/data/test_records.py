@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -171,13 +172,15 @@ def test_resume_continues_exactly():
     ("42", "choice", "not one of the letters"),
     ("K", "choice", "not one of the letters"),  # beyond the configured letters A-J
     ("\\frac{", "math", "cannot be parsed"),
+    ("9^{9^{9^{9}}}", "number", "reading it took over 1 s"),  # math-verify's alarm stops it
 ])
 def test_gold_answers_are_read_for_their_type_at_load_time(folder, answer, answer_type, fragment):
     path = write(folder / "g.jsonl", [rec(), rec(answer=answer, answer_type=answer_type)])
+    rules = R.RecordRules(TILING, PROMPT, gold_parse_timeout_s=1)
     with pytest.raises(R.RecordError, match=f"g.jsonl:2: field 'answer': .*{fragment}") as info:
-        R.load_prompt_records(path, RULES)
+        R.load_prompt_records(path, rules)
     assert info.value.reason == "bad_answer"
-    skipping = R.load_prompt_records(path, R.RecordRules(TILING, PROMPT, on_invalid="skip"))
+    skipping = R.load_prompt_records(path, dataclasses.replace(rules, on_invalid="skip"))
     assert len(skipping.records) == 1 and skipping.skipped == {"bad_answer": 1}
 
 
