@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from r1v2_jax.convert.hf_save import DEFAULT_SHARD_SIZE
 
@@ -41,6 +42,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _note_stale_partials(dst: str) -> None:
+    """A conversion killed with SIGKILL (kill -9, the OOM killer) cannot clean up: name its
+    leftovers so they are found (they are never read; deleting them is the user's call,
+    as one may belong to a conversion still running)."""
+    from pathlib import Path
+
+    out = Path(dst).absolute()
+    stale = sorted(out.parent.glob(f".{out.name}.partial-*"))
+    if stale:
+        print(f"r1v2 convert: note: {len(stale)} hidden partial folder(s) left by an earlier "
+              f"killed conversion: {', '.join(map(str, stale))}; they are not used and can be "
+              "deleted", file=sys.stderr)
+
+
 def _report(convert) -> int:
     """SIGTERM/SIGINT raise inside the conversion, so its cleanup removes the hidden partial
     folder; bad input (ConversionError, a full or read-only disk) reaches `r1v2_jax.cli`,
@@ -57,6 +72,7 @@ def _run_to_jax(args) -> int:
     from r1v2_jax.convert.hf_save import parse_size
     from r1v2_jax.convert.streaming import convert_to_jax
 
+    _note_stale_partials(args.dst)
     return _report(lambda: convert_to_jax(args.src, args.dst, dtype=args.dtype,
                                           max_chunk_bytes=parse_size(args.max_chunk_size)))
 
@@ -64,5 +80,6 @@ def _run_to_jax(args) -> int:
 def _run_to_hf(args) -> int:
     from r1v2_jax.convert.hf_save import convert_to_hf
 
+    _note_stale_partials(args.dst)
     return _report(lambda: convert_to_hf(args.src, args.dst, args.layout, dtype=args.dtype,
                                          shard_size=args.shard_size))

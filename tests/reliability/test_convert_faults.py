@@ -183,3 +183,13 @@ def test_internal_errors_keep_their_traceback(tiny_hf, tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert "KeyError: 'a bug, not bad input'" in result.stderr
     assert not (tmp_path / "out").exists() and not _partials(tmp_path / "out")
+
+
+def test_leftovers_of_a_killed_conversion_are_named_not_deleted(tiny_hf, tmp_path):
+    dst = tmp_path / "out"
+    stale = tmp_path / ".out.partial-0badf00d"  # what kill -9 mid-conversion leaves
+    (stale / "params").mkdir(parents=True)
+    result = run_cli([*TO_JAX, tiny_hf[0], dst])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"1 hidden partial folder(s) left by an earlier killed conversion: {stale}" in result.stderr
+    assert stale.is_dir() and dst.is_dir()
