@@ -33,7 +33,22 @@ def grpo_recipe():
         # track_kl: log `kl` to the reference even with beta = 0 (no gradient; costs a copy
         # of the trainable part and one more forward per micro-batch)
         track_kl=True,
-        num_iterations=1, mini_batch_size=0, micro_batch_size=8, logprob_chunk=512))
+        num_iterations=1, mini_batch_size=0, micro_batch_size=8, logprob_chunk=512,
+        # The loss library by name (docs/losses.md); these defaults are the plain GRPO loss.
+        policy_loss="grpo",  # grpo | cispo | gmpo | sapo | clip_cov | kl_cov
+        importance_sampling_level="token",  # token | sequence (GSPO) | sequence_token
+        sapo_temperature_pos=1.0, sapo_temperature_neg=1.05, cispo_max=5.0,
+        clip_cov_ratio=2e-4, clip_cov_lb=1.0, clip_cov_ub=5.0, kl_cov_ratio=2e-4, ppo_kl_coef=1.0,
+        entropy_coef=0.0, top_entropy_quantile=1.0,  # 0.2 = the "20% forking tokens" recipe
+        advantage_estimator="grpo",  # grpo | dr_grpo | rloo | reinforce_pp
+        # behaviour-vs-trainer correction; a level of None turns that part off
+        rollout_correction=dict(is_level=None, is_threshold=2.0, is_mode="truncate",
+                                rs_level=None, rs_threshold=2.0, rs_threshold_lower=None),
+        # DAPO: re-sample until the batch holds prompts_per_step groups with reward variance
+        dynamic_sampling=dict(enabled=False, max_rounds=4, metric="reward"),
+        # DAPO soft overlong punishment over the last buffer_len tokens of max_new_tokens
+        overlong=dict(enabled=False, buffer_len=512, penalty_factor=1.0),
+        mask_truncated_completions=False))
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-6, warmup_steps=10, schedule="constant", total_steps=1000, final_lr_ratio=0.1,
         clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, master_fp32=False))

@@ -22,12 +22,16 @@ import numpy as np
 from r1v2_jax.data.prompts import PromptConfig
 from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.data.tokenizer import Tokenizer
-from r1v2_jax.losses import group_advantages
+from r1v2_jax.losses import ADVANTAGE_ESTIMATORS
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.rl.batching import grpo_batch
 from r1v2_jax.rl.evaluate import evaluate
 from r1v2_jax.rl.examples import PromptExample
-from r1v2_jax.rl.grpo_step import GRPOLossOptions, make_grpo_update, make_score_fn
+from r1v2_jax.rl.dynamic_sampling import collect_groups
+from r1v2_jax.rl.grpo_step import (GRPOLossOptions, make_grpo_update, make_score_fn,
+                                   rollout_correction_enabled)
+from r1v2_jax.rl.off_policy import correction_weights
+from r1v2_jax.rl.reward_shaping import apply_overlong, mask_truncated
 from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
 from r1v2_jax.rl import ssb as ssb_lib
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
@@ -163,25 +167,49 @@ class GRPOTrainer(Trainer):
         self.rng, key = jax.random.split(jax.random.wrap_key_data(self.rng))
         self.rng = jax.random.key_data(self.rng)
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        prompts, self.data_state = next_batch(self.train_examples, int(cfg.rollout.prompts_per_step),
-                                              self.data_state, int(cfg.train.seed))
-        groups = rollout(self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
-                         prompt=self.prompt, seed=seed, policy_version=self.step,
-                         score=self.score, mesh=self.mesh, rules=self.rules,
-                         slots=cfg.rollout.get("slots"))
+        g = cfg.grpo
+        shaping: dict[str, float] = {}
+
+        def draw(round_: int):  # one batch of prompts -> groups with shaped rewards
+            prompts, self.data_state = next_batch(self.train_examples, int(cfg.rollout.prompts_per_step),
+                                                  self.data_state, int(cfg.train.seed))
+            drawn = rollout(self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
+                            prompt=self.prompt, seed=(seed + round_) % 2**31,
+                            policy_version=self.step, score=self.score, mesh=self.mesh,
+                            rules=self.rules, slots=cfg.rollout.get("slots"))
+            shaping.update(apply_overlong([s for grp in drawn for s in grp], g.get("overlong"),
+                                          self.sampling.max_new_tokens))
+            return drawn
+
+        ds = dict(g.get("dynamic_sampling") or {})
+        if ds.get("enabled", False):
+            groups, ds_metrics = collect_groups(draw, int(cfg.rollout.prompts_per_step),
+                                                max_rounds=int(ds.get("max_rounds", 4)),
+                                                metric=ds.get("metric", "reward"))
+        else:
+            groups, ds_metrics = draw(0), {}
         fresh = [s for grp in groups for s in grp]
         rewards = np.asarray([s.reward for s in fresh], np.float32)
-        adv = np.asarray(group_advantages(
-            jnp.asarray(rewards), self.sampling.num_samples, scale=cfg.grpo.scale,
-            std_ddof=int(cfg.grpo.std_ddof), eps=float(cfg.grpo.adv_eps)))
+        estimator = ADVANTAGE_ESTIMATORS.get(g.get("advantage_estimator", "grpo"),
+                                             "config.grpo.advantage_estimator")
+        adv = np.asarray(estimator(
+            jnp.asarray(rewards), self.sampling.num_samples, scale=g.scale,
+            std_ddof=int(g.std_ddof), eps=float(g.adv_eps),
+            lengths=jnp.asarray([len(s.completion_ids) for s in fresh], jnp.float32)))
         for s, a in zip(fresh, adv):
             s.advantage = float(a)
+        if g.get("mask_truncated_completions", False):
+            mask_truncated(fresh)
         tol = float(cfg.ssb.adv_tol)
-        effective_fresh = float(np.mean(np.abs(adv) > tol))
+        effective_fresh = float(np.mean([abs(s.advantage) > tol for s in fresh]))
         if self.ssb is not None:
             batch, is_weights, ssb_metrics = self._assemble_with_ssb(fresh)
         else:
             batch, is_weights, ssb_metrics = fresh, None, {"replay_ratio": 0.0}
+        rc_metrics: dict[str, float] = {}
+        if rollout_correction_enabled(g):
+            is_weights, rc_metrics = correction_weights(batch, self._score(batch),
+                                                        g.rollout_correction, is_weights)
         effective_batch = float(np.mean([abs(s.advantage) > tol for s in batch]))
         upd = self._update(batch, is_weights)
         record = {
@@ -194,7 +222,7 @@ class GRPOTrainer(Trainer):
             "truncated_rate": float(np.mean([s.truncated for s in fresh])),
             "effective_ratio_fresh": effective_fresh,
             "effective_ratio_batch": effective_batch,
-            **ssb_metrics, **upd,
+            **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd,
             "skipped_updates": self.counters["skipped_updates"],
             "seconds": time.time() - t0,
         }

@@ -76,3 +76,41 @@ def test_sampler_and_update_agree_on_log_probs(tmp_path):
         assert len(s.behaviour_logps) == len(s.completion_ids) > 0
         np.testing.assert_allclose(row[start:start + len(s.completion_ids)], s.behaviour_logps,
                                    atol=1e-4)
+
+
+def test_second_edition_options_reach_the_update(tmp_path):
+    """Every new grpo field, selected by name from the config, runs through a trainer step
+    and logs its metrics: RLOO, SAPO at GSPO-token level, entropy bonus + high-entropy mask,
+    rollout correction, dynamic sampling, overlong shaping, truncated masking."""
+    cfg = apply_overrides(load_config_file("configs/grpo_demo.py"), OVERRIDES + [
+        "config.grpo.num_iterations=1", "config.grpo.mini_batch_size=0", "config.train.steps=1",
+        "config.train.eval_every=0", "config.train.checkpoint_every=0", "config.ssb.enabled=False",
+        "config.grpo.advantage_estimator=rloo", "config.grpo.scale=none",
+        "config.grpo.policy_loss=sapo", "config.grpo.importance_sampling_level=sequence_token",
+        "config.grpo.entropy_coef=0.01", "config.grpo.top_entropy_quantile=0.5",
+        "config.grpo.rollout_correction.is_level=token", "config.grpo.rollout_correction.is_threshold=1.5",
+        "config.grpo.rollout_correction.rs_level=geometric",
+        "config.grpo.dynamic_sampling.enabled=True", "config.grpo.dynamic_sampling.max_rounds=2",
+        "config.grpo.overlong.enabled=True", "config.grpo.overlong.buffer_len=4",
+        "config.grpo.mask_truncated_completions=True"])
+    ctx = build_context(cfg, str(tmp_path), log=lambda _: None)
+    trainer = GRPOTrainer(cfg, ctx.model, init_params(ctx.model, jax.random.key(0)),
+                          tokenizer=ctx.tokenizer, prompt=ctx.prompt, train=ctx.train,
+                          heldout=ctx.heldout, score=_length_reward, workdir=str(tmp_path),
+                          log=lambda _: None)
+    record = trainer.train_step()
+    assert record["ds_rounds"] >= 1 and record["ds_kept_groups"] >= 1
+    assert record["overlong_penalty_mean"] < 0  # 8 new tokens, the last 4 are penalised
+    # the sampler and the trainer agree (same params): the correction is the identity
+    assert record["rollout_is_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert record["rollout_rs_masked_fraction"] == 0.0
+    assert 0.3 < record["entropy_mask_frac"] < 0.7 and record["entropy"] > 0
+    assert np.isfinite(record["loss"]) and record["clip_frac"] == 0.0
+
+    bad = apply_overrides(cfg, ["config.grpo.policy_loss=ppo"])
+    with pytest.raises(ValueError, match="config.grpo.policy_loss: unknown policy loss 'ppo'; "
+                                         "registered: cispo, clip_cov, gmpo, grpo, kl_cov, sapo"):
+        GRPOTrainer(bad, ctx.model, init_params(ctx.model, jax.random.key(0)),
+                    tokenizer=ctx.tokenizer, prompt=ctx.prompt, train=ctx.train,
+                    heldout=ctx.heldout, score=_length_reward, workdir=str(tmp_path / "bad"),
+                    log=lambda _: None)

@@ -1,0 +1,42 @@
+"""Per-token importance weights of an update batch (host side): rollout correction of the
+behaviour log-probs against the trainer's log-probs (`losses.rollout_correction`), times
+the SSB's per-sequence weights of replayed samples when present.
+
+Rejected tokens (rs_level) get weight 0: their policy term vanishes but, unlike verl's
+masked response, they still count in the loss denominators (the update batch's masks are
+packed by `batching`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from r1v2_jax.losses import rollout_correction
+from r1v2_jax.rl.rollout import Sample
+
+
+def correction_weights(samples: Sequence[Sample], trainer_logps: np.ndarray, rc_cfg,
+                       seq_weights: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    """trainer_logps: [N, T-1] scored like the update batch (target t+1 at column t).
+    Returns (weights [N, T-1] fp32, metrics)."""
+    n, width = trainer_logps.shape
+    behaviour = np.zeros((n, width), np.float32)
+    mask = np.zeros((n, width), np.float32)
+    for i, s in enumerate(samples):
+        start = len(s.example.prompt_ids) - 1
+        behaviour[i, start:start + len(s.behaviour_logps)] = s.behaviour_logps
+        mask[i, start:start + len(s.behaviour_logps)] = 1.0
+    rc = dict(rc_cfg)
+    weights, kept, metrics = rollout_correction(
+        jnp.asarray(trainer_logps, jnp.float32), jnp.asarray(behaviour), jnp.asarray(mask),
+        is_level=rc.get("is_level"), is_threshold=float(rc.get("is_threshold", 2.0)),
+        is_mode=rc.get("is_mode", "truncate"), rs_level=rc.get("rs_level"),
+        rs_threshold=float(rc.get("rs_threshold", 2.0)),
+        rs_threshold_lower=None if rc.get("rs_threshold_lower") is None else float(rc["rs_threshold_lower"]))
+    w = np.asarray(weights) * np.asarray(kept)
+    if seq_weights is not None:
+        w = w * np.asarray(seq_weights, np.float32)[:, None]
+    return w.astype(np.float32), {k: float(v) for k, v in metrics.items()}
