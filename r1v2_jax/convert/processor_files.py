@@ -36,16 +36,17 @@ PIL_BICUBIC = 3
 
 def preprocessor_config(config: VLMConfig) -> dict:
     """GotOcr2ImageProcessor settings equal to `generate.chat.tiling_for(config)`."""
-    if not config.use_thumbnail:
+    # InternVL without dynamic_image_size resizes to one tile
+    max_tiles = config.max_dynamic_patch if config.dynamic_image_size else 1
+    if not config.use_thumbnail and max_tiles > 1:  # one tile never gets a thumbnail
         raise ConversionError("config field 'use_thumbnail' = False cannot be written for "
-                              "transformers' InternVL processor: it always adds the thumbnail")
+                              "transformers' InternVL processor: it always adds the thumbnail "
+                              f"to images of several tiles (max_dynamic_patch {max_tiles})")
     size = config.force_image_size
     return {
         "image_processor_type": "GotOcr2ImageProcessor", "processor_class": "InternVLProcessor",
         "size": {"height": size, "width": size}, "crop_to_patches": True,
-        "min_patches": config.min_dynamic_patch,
-        # InternVL without dynamic_image_size resizes to one tile
-        "max_patches": config.max_dynamic_patch if config.dynamic_image_size else 1,
+        "min_patches": config.min_dynamic_patch, "max_patches": max_tiles,
         "do_resize": True, "resample": PIL_BICUBIC, "do_rescale": True,
         "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(IMAGENET_MEAN),
         "image_std": list(IMAGENET_STD), "do_convert_rgb": True,

@@ -129,11 +129,18 @@ def test_refusals_leave_nothing(jax_folder, tmp_path):
     config, params = load_hf(convert_to_hf(jax_folder, tmp_path / "plain", "hf"))
     with pytest.raises(ConversionError, match="use_thumbnail"):
         save_hf(config.replace(use_thumbnail=False), params, tmp_path / "a", "hf")
+    # one tile never gets a thumbnail: the processor can express that
+    one = save_hf(config.replace(use_thumbnail=False, max_dynamic_patch=1), params,
+                  tmp_path / "one", "hf")
+    assert json.loads((one / "preprocessor_config.json").read_text())["max_patches"] == 1
+    one_tile = config.replace(dynamic_image_size=False, use_thumbnail=False)
+    fixed = save_hf(one_tile, params, tmp_path / "fixed", "hf")
+    assert json.loads((fixed / "preprocessor_config.json").read_text())["max_patches"] == 1
     with pytest.raises(ConversionError, match="<IMG_CONTEXT> id 100, the model config "
                                               "image_token_id 5"):
         save_hf(config.replace(image_token_id=5), params, tmp_path / "b", "hf",
                 tokenizer_dir=jax_folder)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed", "one", "plain"]
 
 
 def test_cli_relative_paths_and_generate_without_tokenizer(release, tmp_path, monkeypatch,
