@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: setup demo test bench plan clean
+.PHONY: setup demo test bench plan clean mutants
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,17 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 tests
+
+# Mutation testing of the core modules, each against its own tests, in a copy of the tree
+# (MUTANTS_DIR, default /tmp/r1v2-mutants-<user>); not part of CI. MUTANTS="ssb batching"
+# runs some groups (tests/mutation/run.py lists them); verdicts go to docs/testing.md.
+MUTANTS ?=
+mutants: $(VENV)/.mutants-installed
+	$(BIN)/python tests/mutation/run.py $(MUTANTS)
+
+$(VENV)/.mutants-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test,mutants]"
+	touch $@
 
 bench: setup
 	$(BIN)/r1v2 bench

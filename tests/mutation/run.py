@@ -1,0 +1,167 @@
+"""`make mutants`: mutation testing (mutmut 2) of the core modules, each against its own tests.
+
+    python tests/mutation/run.py [GROUP ...]      (default: every group, in GROUPS order)
+
+mutmut 2 writes each mutant into the source file, so everything happens in a copy of the
+working tree (MUTANTS_DIR, default /tmp/r1v2-mutants-$USER, recreated each run): the
+repository itself is never written.  Each group runs `mutmut run` on its module(s) with only
+the tests that cover them (`pytest -x`), so a run stays affordable; a group with `lines`
+mutates only the lines those functions return (the GRPO trainer's reward/advantage assembly).
+Results: MUTANTS_DIR/results.md, a table per group and the diff of every survivor; record
+the table and each survivor's verdict (killed later / equivalent, and why) in docs/testing.md.
+Not part of CI: several minutes per group on a laptop.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+MUTMUT = str(Path(PY).parent / "mutmut")
+
+
+def _block(path: str, first: str, last: str) -> set[int]:
+    """Line numbers from the first line matching regex `first` to the next matching `last`."""
+    lines = (REPO / path).read_text().splitlines()
+    start = next((i for i, l in enumerate(lines) if re.search(first, l)), None)
+    end = next((i for i in range(start or 0, len(lines)) if re.search(last, lines[i])), None)
+    if start is None or end is None:
+        raise SystemExit(f"mutants: {path}: no block from /{first}/ to /{last}/; update GROUPS")
+    return set(range(start + 1, end + 2))
+
+
+def _trainer_lines() -> dict[str, set[int]]:
+    return {"r1v2_jax/rl/grpo_trainer.py": _block("r1v2_jax/rl/grpo_trainer.py",
+                                                   r"fresh = \[", r"s\.advantage = "),
+            "r1v2_jax/rl/rollout.py": _block("r1v2_jax/rl/rollout.py", r"flat = \[",
+                                             r"s\.hallucinated = ")}
+
+
+# name: (modules, pytest arguments, line selector or None)
+GROUPS = {
+    "batching": (["r1v2_jax/rl/batching.py"], ["tests/rl/test_batching.py"], None),
+    "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py"], None),
+    "answers": (["r1v2_jax/rl/answers.py"],
+                ["tests/rl/test_answer_region.py", "tests/rl/test_rewards.py", "-k",
+                 "answer or extraction or bad_reference or soft_timeout or think"], None),
+    "advantages": (["r1v2_jax/losses/advantages.py"], ["tests/losses/test_group_advantages.py"],
+                   None),
+    "grpo_assembly": (["r1v2_jax/rl/grpo_trainer.py", "r1v2_jax/rl/rollout.py"],
+                      ["tests/rl/test_grpo_advantage_wiring.py"], _trainer_lines),
+    "rewards": (["r1v2_jax/rl/rewards.py"], ["tests/rl/test_rewards.py"], None),
+    "rope_attention": (["r1v2_jax/models/qwen2.py", "r1v2_jax/models/attention.py"],
+                       ["tests/models/test_rope.py", "tests/models/test_parity.py",
+                        "tests/models/test_model.py"], None),
+    "adapter": (["r1v2_jax/models/adapter.py"], ["tests/models/test_parity.py"], None),
+    "sampling": (["r1v2_jax/generate/sampling.py"], ["tests/generate/test_sampling.py"], None),
+    "logprobs": (["r1v2_jax/losses/logprobs.py"], ["tests/losses/test_token_logprobs.py"], None),
+    "grpo_loss": (["r1v2_jax/losses/grpo.py", "r1v2_jax/losses/policy_losses.py"],
+                  ["tests/losses/test_grpo_loss_parity.py",
+                   "tests/losses/test_grpo_loss_properties.py"], None),
+    "preference": (["r1v2_jax/losses/preference.py", "r1v2_jax/losses/mpo.py"],
+                   ["tests/losses/test_preference_losses.py"], None),
+}
+STATUS = {"ok_killed": "killed", "ok_suspicious": "killed", "bad_timeout": "timeout",
+          "bad_survived": "survived", "untested": "untested", "skipped": "skipped"}
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as it is (tracked + untracked, not ignored) -> dest."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, (x.decode() for x in files)):
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+
+
+def run_group(name: str, dest: Path, log) -> float:
+    modules, tests, selector = GROUPS[name]
+    runner = " ".join(shlex.quote(a) for a in
+                      [PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
+    cmd = [MUTMUT, "run", "--paths-to-mutate", ",".join(modules),
+           "--tests-dir", "tests", "--runner", runner, "--test-time-base", "60",
+           "--simple-output", "--no-progress"]
+    if selector is not None:  # mutate only the selected lines: a patch that "adds" them
+        patch = dest / f"{name}.patch"
+        text = ""
+        for path, numbers in selector().items():
+            lines = (dest / path).read_text().splitlines()
+            for n in sorted(numbers):
+                text += f"--- {path}\n+++ {path}\n@@ -{n - 1},0 +{n},1 @@\n+{lines[n - 1]}\n"
+        patch.write_text(text)
+        cmd += ["--use-patch-file", str(patch)]
+    t0 = time.time()
+    log(f"[mutants] {name}: {' '.join(modules)} against {' '.join(tests)}")
+    proc = subprocess.run(cmd, cwd=dest, capture_output=True, text=True)
+    (dest / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    if "don't run cleanly" in proc.stdout + proc.stderr or proc.returncode not in range(0, 64):
+        log(f"[mutants] {name}: mutmut failed (rc {proc.returncode}); see {dest / name}.log")
+    return time.time() - t0
+
+
+def results(dest: Path, names: list[str], seconds: dict[str, float]) -> str:
+    db = sqlite3.connect(dest / ".mutmut-cache")
+    rows = db.execute("SELECT m.id, m.status, s.filename, l.line_number FROM Mutant m "
+                      "JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id "
+                      "ORDER BY s.filename, l.line_number, m.id").fetchall()
+    out = ["| group | modules | mutants | killed | timeout | survived | untested | killed % | minutes |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    survivors = []
+    for name in names:
+        modules = GROUPS[name][0]
+        counts = {v: 0 for v in STATUS.values()}
+        for mid, status, filename, line in rows:
+            if filename in modules:
+                counts[STATUS.get(status, status)] += 1
+                if STATUS.get(status) in ("survived", "timeout", "untested"):
+                    survivors.append((name, mid, filename, line + 1, STATUS[status]))
+        total = sum(counts.values())
+        done = counts["killed"] + counts["timeout"] + counts["survived"]
+        pct = f"{100 * (counts['killed'] + counts['timeout']) / done:.1f}" if done else "-"
+        out.append(f"| {name} | {', '.join(modules)} | {total} | {counts['killed']} | "
+                   f"{counts['timeout']} | {counts['survived']} | {counts['untested']} | {pct} | "
+                   f"{seconds.get(name, 0) / 60:.1f} |")
+    out += ["", "Survivors (timeouts count as killed):", ""]
+    for name, mid, filename, line, status in survivors:
+        if status == "untested":
+            continue
+        diff = subprocess.run([MUTMUT, "show", str(mid)], cwd=dest,
+                              capture_output=True, text=True).stdout.strip()
+        out += [f"### {name} #{mid} {filename}:{line} ({status})", "```diff", diff, "```", ""]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(GROUPS)
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        raise SystemExit(f"mutants: unknown group(s) {unknown}; known: {list(GROUPS)}")
+    dest = Path(os.environ.get("MUTANTS_DIR", f"/tmp/r1v2-mutants-{getpass.getuser()}"))
+    if dest.resolve() == REPO or REPO in dest.resolve().parents:
+        raise SystemExit(f"mutants: MUTANTS_DIR={dest} must be outside the repository")
+    copy_tree(dest)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    seconds = {}
+    for name in names:
+        seconds[name] = run_group(name, dest, log)
+        (dest / "results.md").write_text(results(dest, names[:names.index(name) + 1], seconds))
+        log(f"[mutants] {name}: {seconds[name] / 60:.1f} min; table in {dest / 'results.md'}")
+    print((dest / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
