@@ -96,7 +96,7 @@ def _place(plan: Plan, params, inputs):
 
 def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attention_mask=None,
              max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-             top_k: int = 0, num_samples: int = 1, eos_token_id: int | Sequence[int],
+             top_k: int = 0, repetition_penalty: float = 1.0, num_samples: int = 1, eos_token_id: int | Sequence[int],
              pad_token_id: int | None = None, seed: int = 0, sample_ids=None,
              suppress_tokens: Sequence[int] | None = None,
              buckets: Buckets = Buckets(), slots: int | None = None, mesh=None,
@@ -106,7 +106,10 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
     attention_mask [B, T] (1 = real token; default all ones) may pad on either side.
     pixel_values [tiles, H, W, 3] (channels last) fill the prompts' `<IMG_CONTEXT>`
     placeholders in order. temperature 0 = greedy; otherwise temperature/top_k/top_p
-    sampling (see `sampling.py`). eos_token_id: one stop id or a tuple of them (an empty
+    sampling (see `sampling.py`). repetition_penalty (Hugging Face's; 1.0 = off): the logits
+    of tokens already in the row (real prompt tokens and generated ones) are divided by it
+    when positive, multiplied when negative, before sampling; the returned log-probs stay
+    the policy's (no penalty), as the trainer scores them. eos_token_id: one stop id or a tuple of them (an empty
     tuple never stops early). pad_token_id defaults to the first stop id.
     sample_ids: B ids (row b*G+g gets key (seed, sample_ids[b], g, step)) or B*G ids (row r
     gets key (seed, sample_ids[r], 0, step)); default arange(B). A row's result therefore
@@ -139,6 +142,8 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1:
         raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0, num_samples >= 1;"
                          f" got {temperature}, {top_p}, {top_k}, {num_samples}")
+    if not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
     if not 0 <= seed < _UINT32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     eos = _token_ids(eos_token_id, vocab, "eos_token_id")
@@ -188,11 +193,13 @@ def generate(config: VLMConfig, params, input_ids, pixel_values=None, *, attenti
                 num_tiles=tiles, num_samples=num_samples, greedy=greedy,
                 top_k=0 if greedy else int(top_k), use_top_p=not greedy and top_p < 1.0,
                 eos_ids=eos, pad_id=int(pad_token_id), suppress=suppress,
-                slots=int(slots or 0), mesh=mesh, rules=rules)
+                slots=int(slots or 0), use_penalty=repetition_penalty != 1.0, mesh=mesh,
+                rules=rules)
     inputs = (prompt, lengths.astype(np.int32), None if tiles == 0 else pixels,
               row_ids.astype(np.uint32), row_index.astype(np.uint32))
     params, inputs = _place(plan, params, inputs)
     tokens, logprobs, gen_len, truncated = run_plan(
-        plan, params, *inputs, seed, 1.0 if greedy else temperature, top_p, max_new_tokens)
+        plan, params, *inputs, seed, 1.0 if greedy else temperature, top_p, max_new_tokens,
+        repetition_penalty)
     return GenerationOutput(tokens[:, :max_new_tokens], logprobs[:, :max_new_tokens], gen_len,
                             truncated)

@@ -30,19 +30,22 @@ import jax.numpy as jnp
 
 from r1v2_jax.generate import engine
 from r1v2_jax.generate.decode import decode_step, split_layers
-from r1v2_jax.generate.engine import Plan, constrain_caches, is_stop_fn, picker, spmd_axes
+from r1v2_jax.generate.engine import (Plan, constrain_caches, is_stop_fn, mark_seen, picker,
+                                      spmd_axes)
 from r1v2_jax.generate.sampling import row_keys
 
 
-def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengths,
-                      sample_ids, sample_index, seed, temperature, top_p, max_new_tokens):
+def continuous_decode(plan: Plan, params, store, store_mask, store_logits, store_seen,
+                      lengths, sample_ids, sample_index, seed, temperature, top_p, penalty,
+                      max_new_tokens):
     """store: per-layer prompt KV [B, P, Hkv, D]; store_mask [B, P]; store_logits [B, V];
-    lengths [B]; sample_ids / sample_index [R]. Returns (tokens, logprobs [R, N], lengths,
+    store_seen [B, V] or None (repetition penalty off); lengths [B]; sample_ids /
+    sample_index [R]. Returns (tokens, logprobs [R, N], lengths,
     truncated [R], iterations, live slot-steps) like `engine.static_decode`."""
     engine._STATS.compilations += 1  # runs once per trace
     g, n, p, s = plan.num_samples, plan.new_tokens, plan.prompt_len, plan.slots
     r = plan.batch * g
-    is_stop, pick = is_stop_fn(plan), picker(plan, temperature, top_p)
+    is_stop, pick = is_stop_fn(plan), picker(plan, temperature, top_p, penalty)
     keys = row_keys(seed, sample_ids, sample_index)  # [R]
     caches = constrain_caches(plan, [(jnp.zeros((s, p + n) + k.shape[2:], k.dtype),
                                       jnp.zeros((s, p + n) + v.shape[2:], v.dtype))
@@ -53,7 +56,7 @@ def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengt
 
     def refill(state):
         (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
-         gen_len, stopped) = state
+         gen_len, stopped, seen) = state
         free = ~live
         new = next_item + jnp.cumsum(free) - 1
         take = free & (new < r)
@@ -64,7 +67,11 @@ def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengt
         caches = constrain_caches(plan, [(put(k, sk), put(v, sv))
                                          for (k, v), (sk, sv) in zip(caches, store)])
         kv_mask = put(kv_mask, store_mask)
-        tok, lp = pick(store_logits[prompt], keys[new_item], 0)
+        if seen is not None:
+            seen = jnp.where(take[:, None], store_seen[prompt], seen)
+        tok, lp = pick(store_logits[prompt], keys[new_item], 0, seen)
+        if seen is not None:
+            seen = jnp.where(take[:, None], mark_seen(seen, tok), seen)
         out = jnp.where(take, new_item, r)  # r: out of bounds, dropped
         tokens = tokens.at[out, 0].set(tok, mode="drop")
         logprobs = logprobs.at[out, 0].set(lp, mode="drop")
@@ -77,7 +84,7 @@ def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengt
         last = jnp.where(take, tok, last)
         next_item = next_item + jnp.sum(take)
         return (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
-                gen_len, stopped)
+                gen_len, stopped, seen)
 
     def cond(state):
         live, next_item = state[5], state[2]
@@ -86,11 +93,11 @@ def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengt
     def body(state):
         state = jax.lax.cond(jnp.any(~state[5]) & (state[2] < r), refill, lambda x: x, state)
         (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
-         gen_len, stopped) = state
+         gen_len, stopped, seen) = state
         at = jnp.clip(step - 1, 0, n - 1)  # idle slots write their own stale tail
         logits, caches = decode_step(plan.config, params, layers, caches, last,
                                      lengths[item // g] + at, p + at, kv_mask, spmd)
-        tok, lp = pick(logits, keys[item], step)
+        tok, lp = pick(logits, keys[item], step, seen)
         out = jnp.where(live, item, r)
         col = jnp.clip(step, 0, n - 1)
         tokens = tokens.at[out, col].set(tok, mode="drop")
@@ -101,11 +108,12 @@ def continuous_decode(plan: Plan, params, store, store_mask, store_logits, lengt
         busy = busy + jnp.sum(live)
         live = live & ~stop & (step + 1 < max_new_tokens)
         return (it + 1, busy, next_item, item, step + 1, live, tok, constrain_caches(plan, caches),
-                kv_mask, tokens, logprobs, gen_len, stopped)
+                kv_mask, tokens, logprobs, gen_len, stopped, mark_seen(seen, tok))
 
     zeros = jnp.zeros((s,), jnp.int32)
     state = (jnp.int32(0), jnp.int32(0), jnp.int32(0), zeros, zeros, jnp.zeros((s,), bool),
              zeros, caches, kv_mask, jnp.full((r, n), plan.pad_id, jnp.int32),
-             jnp.zeros((r, n), jnp.float32), jnp.zeros((r,), jnp.int32), jnp.zeros((r,), bool))
-    it, busy, *_, tokens, logprobs, gen_len, stopped = jax.lax.while_loop(cond, body, state)
+             jnp.zeros((r, n), jnp.float32), jnp.zeros((r,), jnp.int32), jnp.zeros((r,), bool),
+             None if store_seen is None else jnp.zeros((s, store_seen.shape[1]), bool))
+    it, busy, *_, tokens, logprobs, gen_len, stopped, _ = jax.lax.while_loop(cond, body, state)
     return tokens, logprobs, gen_len, ~stopped, it, busy

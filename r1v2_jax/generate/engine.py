@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from r1v2_jax.generate.decode import decode_step, split_cache, split_layers
-from r1v2_jax.generate.sampling import row_keys, sample_tokens, step_keys
+from r1v2_jax.generate.sampling import full_logprobs, row_keys, sample_tokens, step_keys
 from r1v2_jax.models import VLM, KVCache, VLMConfig
 
 
@@ -57,6 +57,7 @@ class Plan:
     pad_id: int
     suppress: tuple[int, ...]  # never generated
     slots: int = 0  # 0: static batch of B*G rows; > 0: continuous batching on this many slots
+    use_penalty: bool = False  # repetition penalty on (its value is traced)
     mesh: Mesh | None = None
     rules: tuple | None = None
 
@@ -158,13 +159,32 @@ def is_stop_fn(plan: Plan):
     return is_stop
 
 
-def picker(plan: Plan, temperature, top_p):
-    """(logits [R, V], keys [R], steps) -> (tokens, behaviour log-probs)."""
+def penalize(logits, seen, penalty):
+    """Hugging Face's repetition penalty: the logit of every token already in the sequence
+    (prompt or generated) is divided by `penalty` when positive, multiplied when negative."""
+    return jnp.where(seen, jnp.where(logits < 0, logits * penalty, logits / penalty), logits)
 
-    def pick(logits, keys, step):
-        return sample_tokens(step_keys(keys, step), logits, greedy=plan.greedy,
-                             temperature=temperature, top_k=plan.top_k,
-                             use_top_p=plan.use_top_p, top_p=top_p, suppress=plan.suppress)
+
+def mark_seen(seen, tokens):
+    """seen [R, V] with each row's new token [R] marked (None when the penalty is off)."""
+    if seen is None:
+        return None
+    return seen.at[jnp.arange(tokens.shape[0]), tokens].set(True)
+
+
+def picker(plan: Plan, temperature, top_p, penalty):
+    """(logits [R, V], keys [R], steps, seen [R, V] or None) -> (tokens, behaviour
+    log-probs). With the repetition penalty the token is drawn from the penalised logits;
+    the log-prob stays the policy's, log softmax(logits / T) (what the trainer scores)."""
+
+    def pick(logits, keys, step, seen):
+        choose = logits if seen is None else penalize(logits, seen, penalty)
+        tok, lp = sample_tokens(step_keys(keys, step), choose, greedy=plan.greedy,
+                                temperature=temperature, top_k=plan.top_k,
+                                use_top_p=plan.use_top_p, top_p=top_p, suppress=plan.suppress)
+        if seen is not None:
+            lp = full_logprobs(logits, tok, 1.0 if plan.greedy else temperature)
+        return tok, lp
     return pick
 
 
@@ -172,7 +192,8 @@ def picker(plan: Plan, temperature, top_p):
 
 def prefill(plan: Plan, params, ids, lengths, pixels):
     """Prompt rows [B, P] -> (per-layer KV [B, P, Hkv, D], prompt kv_mask [B, P], fp32
-    logits of the last prompt token [B, V])."""
+    logits of the last prompt token [B, V], the prompt's tokens as a [B, V] mask when the
+    repetition penalty is on, else None)."""
     b, p = ids.shape
     model = VLM(plan.config)
     slot = jnp.arange(p, dtype=jnp.int32)[None, :]
@@ -183,13 +204,19 @@ def prefill(plan: Plan, params, ids, lengths, pixels):
                       cache=KVCache.init(plan.config, b, p), cache_index=0, kv_mask=kv_mask,
                       return_logits=False)
     logits = model.apply({"params": params}, out.hidden[:, -1], method=VLM.logits)
-    return constrain_caches(plan, split_cache(out.cache)), kv_mask, logits.astype(jnp.float32)
+    seen = None
+    if plan.use_penalty:  # real prompt tokens only (HF would also count the padding)
+        vocab = plan.config.text.vocab_size
+        seen = jnp.zeros((b, vocab), jnp.int32).at[jnp.arange(b)[:, None], ids].add(
+            kv_mask.astype(jnp.int32)) > 0
+    return (constrain_caches(plan, split_cache(out.cache)), kv_mask, logits.astype(jnp.float32),
+            seen)
 
 
 def prefill_key(plan: Plan):
     """Plans that differ only in their decode share one prefill program."""
-    return ("prefill", plan.config, plan.batch, plan.prompt_len, plan.num_tiles, plan.mesh,
-            plan.rules)
+    return ("prefill", plan.config, plan.batch, plan.prompt_len, plan.num_tiles,
+            plan.use_penalty, plan.mesh, plan.rules)
 
 
 def prefill_program(plan: Plan):
@@ -213,18 +240,20 @@ def _share(plan: Plan, caches, kv_mask):
     return constrain_caches(plan, caches), kv_mask
 
 
-def static_decode(plan: Plan, params, caches, kv_mask, logits, lengths, sample_ids,
-                  sample_index, seed, temperature, top_p, max_new_tokens):
+def static_decode(plan: Plan, params, caches, kv_mask, logits, seen, lengths, sample_ids,
+                  sample_index, seed, temperature, top_p, penalty, max_new_tokens):
     """Decodes all B*G rows together until every row has stopped (or max_new_tokens).
     Returns (tokens, logprobs [R, N], lengths, truncated [R], iterations, live row-steps)."""
     _STATS.compilations += 1  # runs once per trace
     g, n, p = plan.num_samples, plan.new_tokens, plan.prompt_len
-    is_stop, pick = is_stop_fn(plan), picker(plan, temperature, top_p)
+    is_stop, pick = is_stop_fn(plan), picker(plan, temperature, top_p, penalty)
     caches, kv_mask = _share(plan, caches, kv_mask)
     lengths = jnp.repeat(lengths, g)
     rows = lengths.shape[0]
     keys = row_keys(seed, sample_ids, sample_index)
-    tok, lp = pick(jnp.repeat(logits, g, axis=0), keys, 0)
+    seen = None if seen is None else jnp.repeat(seen, g, axis=0)
+    tok, lp = pick(jnp.repeat(logits, g, axis=0), keys, 0, seen)
+    seen = mark_seen(seen, tok)
     tokens = jnp.full((rows, n), plan.pad_id, jnp.int32).at[:, 0].set(tok)
     logprobs = jnp.zeros((rows, n), jnp.float32).at[:, 0].set(lp)
     done = is_stop(tok)
@@ -233,31 +262,33 @@ def static_decode(plan: Plan, params, caches, kv_mask, logits, lengths, sample_i
     spmd = spmd_axes(plan, rows)
 
     def cond(state):
-        step, _, _, _, _, done, _, _ = state
+        step, done = state[0], state[5]
         return (step < max_new_tokens) & ~jnp.all(done)
 
     def body(state):
-        step, caches, last, tokens, logprobs, done, gen_len, live = state
+        step, caches, last, tokens, logprobs, done, gen_len, live, seen = state
         live = live + jnp.sum(~done)
         logits, caches = decode_step(plan.config, params, layers, caches, last,
                                      lengths + step - 1, p + step - 1, kv_mask, spmd)
-        tok, lp = pick(logits, keys, step)
+        tok, lp = pick(logits, keys, step, seen)
         tok = jnp.where(done, plan.pad_id, tok)
         lp = jnp.where(done, 0.0, lp)
         tokens = tokens.at[:, step].set(tok)
         logprobs = logprobs.at[:, step].set(lp)
         gen_len = jnp.where(done, gen_len, step + 1)
         done = done | is_stop(tok)
-        return step + 1, constrain_caches(plan, caches), tok, tokens, logprobs, done, gen_len, live
+        return (step + 1, constrain_caches(plan, caches), tok, tokens, logprobs, done, gen_len,
+                live, mark_seen(seen, tok))
 
-    state = (jnp.int32(1), caches, tok, tokens, logprobs, done, gen_len, jnp.int32(rows))
-    step, _, _, tokens, logprobs, done, gen_len, live = jax.lax.while_loop(cond, body, state)
+    state = (jnp.int32(1), caches, tok, tokens, logprobs, done, gen_len, jnp.int32(rows), seen)
+    step, _, _, tokens, logprobs, done, gen_len, live, _ = jax.lax.while_loop(cond, body, state)
     return tokens, logprobs, gen_len, ~done, step, live
 
 
 def decode_program(plan: Plan):
-    """The jitted decode of the plan: (params, caches, kv_mask, logits, lengths, sample_ids,
-    sample_index, seed, temperature, top_p, max_new_tokens)."""
+    """The jitted decode of the plan: (params, caches, kv_mask, logits, seen, lengths,
+    sample_ids, sample_index, seed, temperature, top_p, penalty, max_new_tokens): the
+    prefill's outputs, then the rows' identities and the traced sampling values."""
     if plan not in _PROGRAMS:
         if plan.slots:
             from r1v2_jax.generate.continuous import continuous_decode as fn
@@ -268,15 +299,16 @@ def decode_program(plan: Plan):
 
 
 def run_plan(plan: Plan, params, ids, lengths, pixels, sample_ids, sample_index, seed,
-             temperature, top_p, max_new_tokens):
+             temperature, top_p, max_new_tokens, penalty: float = 1.0):
     """Runs (compiling on first use) the programs of `plan`. Inputs are already bucketed
     and placed: ids [B, P] left-padded, lengths [B], pixels [tiles, H, W, 3] or None,
     sample_ids and sample_index [B*G]. Returns (tokens, logprobs [B*G, N], lengths,
     truncated [B*G])."""
-    caches, kv_mask, logits = prefill_program(plan)(params, ids, lengths, pixels)
+    caches, kv_mask, logits, seen = prefill_program(plan)(params, ids, lengths, pixels)
     tokens, logprobs, gen_len, truncated, steps, live = decode_program(plan)(
-        params, caches, kv_mask, logits, lengths, sample_ids, sample_index, jnp.uint32(seed),
-        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(max_new_tokens))
+        params, caches, kv_mask, logits, seen, lengths, sample_ids, sample_index,
+        jnp.uint32(seed), jnp.float32(temperature), jnp.float32(top_p), jnp.float32(penalty),
+        jnp.int32(max_new_tokens))
     _STATS.calls += 1
     _STATS.prefill_calls += 1
     _STATS.prefill_rows += plan.batch

@@ -140,15 +140,16 @@ def compile_rollout(plan: Plan) -> tuple[CompiledProgram, CompiledProgram]:
     pixels = row((plan.num_tiles, size, size, ch), jnp.float32) if plan.num_tiles else None
     prefill_args = (params, row((b, p), jnp.int32), row((b,), jnp.int32), pixels)
     prefill = prefill_program(plan)
-    caches, kv_mask, logits = jax.eval_shape(prefill, *prefill_args)
+    caches, kv_mask, logits, seen = jax.eval_shape(prefill, *prefill_args)
     kv = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                         sharding=kv_cache_sharding(mesh, rules, x.shape))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated)
     decode_args = (params, [(kv(k), kv(v)) for k, v in caches], row(kv_mask.shape, jnp.bool_),
-                   row(logits.shape, jnp.float32), row((b,), jnp.int32), row((r,), jnp.uint32),
+                   row(logits.shape, jnp.float32), None if seen is None else
+                   row(seen.shape, jnp.bool_), row((b,), jnp.int32), row((r,), jnp.uint32),
                    row((r,), jnp.uint32), scalar(jnp.uint32), scalar(jnp.float32),
-                   scalar(jnp.float32), scalar(jnp.int32))
+                   scalar(jnp.float32), scalar(jnp.float32), scalar(jnp.int32))
     tc = config.text
     per_row = 2 * tc.num_hidden_layers * tc.num_key_value_heads * tc.head_dim * \
         config.jnp_dtype.itemsize

@@ -73,3 +73,28 @@ def test_greedy_with_images_matches_transformers(converted):
     # the image matters: other pixels give other tokens
     other = ours(config, params, ids, mask, -torch_pixels.transpose(0, 2, 3, 1))
     assert not np.array_equal(other, expected)
+
+
+def test_repetition_penalty_matches_transformers(converted):
+    """Greedy with repetition_penalty equals transformers' RepetitionPenaltyLogitsProcessor
+    (rows of one length: transformers would also penalise left padding)."""
+    config, params, model = converted
+    rng = np.random.default_rng(2)
+    ids = rng.integers(3, 90, (3, 9))
+    mask = np.ones_like(ids)
+    with torch.no_grad():
+        expected = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                  max_new_tokens=NEW, do_sample=False, eos_token_id=None,
+                                  pad_token_id=PAD, repetition_penalty=1.8).numpy()[:, 9:]
+    out = generate(config, params, ids, attention_mask=mask, max_new_tokens=NEW,
+                   eos_token_id=(), pad_token_id=PAD, suppress_tokens=(),
+                   repetition_penalty=1.8)
+    np.testing.assert_array_equal(np.asarray(out.tokens), expected)
+    # the penalty changes the result (so the test can fail), continuous batching agrees
+    plain = generate(config, params, ids, attention_mask=mask, max_new_tokens=NEW,
+                     eos_token_id=(), pad_token_id=PAD, suppress_tokens=())
+    assert not np.array_equal(np.asarray(plain.tokens), expected)
+    slots = generate(config, params, ids, attention_mask=mask, max_new_tokens=NEW,
+                     eos_token_id=(), pad_token_id=PAD, suppress_tokens=(),
+                     repetition_penalty=1.8, slots=2)
+    np.testing.assert_array_equal(np.asarray(slots.tokens), expected)
