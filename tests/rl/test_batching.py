@@ -35,7 +35,9 @@ def test_pack_sequences_marks_exactly_the_completion_targets():
     ids, _, comp = pack_sequences(prompts, comps, 10, PAD)
     for row, c in zip(range(3), comps):
         np.testing.assert_array_equal(ids[row, 1:][comp[row] == 1], c)
-    with pytest.raises(ValueError, match="exceeds seq_len=8"):
+    ids, attn, _ = pack_sequences([np.arange(5)], [np.arange(3)], 8, PAD)  # exactly full
+    assert attn.all() and (ids == [[0, 1, 2, 3, 4, 0, 1, 2]]).all()
+    with pytest.raises(ValueError, match=r"^sequence of 9 tokens exceeds seq_len=8$"):
         pack_sequences([np.arange(5)], [np.arange(4)], 8, PAD)
 
 
@@ -85,9 +87,14 @@ def test_grpo_batch_defaults_and_errors():
                    image_shape=(4, 4, 3))
     assert b.pixel_values is None
     np.testing.assert_array_equal(b.is_weights, np.ones((1, 4)))
-    with pytest.raises(ValueError, match="not a multiple of micro_batch_size=3"):
+    # a micro-batch without any image: its tile slots stay zero
+    b = grpo_batch(samples, seq_len=4, micro=2, tiles_per_micro=2, pad_id=PAD,
+                   image_shape=(4, 4, 3))
+    assert b.pixel_values.shape == (2, 2, 4, 4, 3) and not b.pixel_values.any()
+    with pytest.raises(ValueError, match=r"^batch of 4 is not a multiple of micro_batch_size=3$"):
         grpo_batch(samples, seq_len=4, micro=3, tiles_per_micro=0, pad_id=PAD,
                    image_shape=(4, 4, 3))
-    big = [_sample(0, [5], [7], [-1.0], 1.0, np.zeros((3, 4, 4, 3), np.float32))]
-    with pytest.raises(ValueError, match="tiles_per_micro=2"):
+    big = [_sample(0, [5], [7], [-1.0], 1.0, np.ones((3, 4, 4, 3), np.float32))]
+    with pytest.raises(ValueError, match=r"^micro-batch 0 has 3 image tiles, more than "
+                                         r"tiles_per_micro=2; raise it in the config$"):
         grpo_batch(big, seq_len=4, micro=1, tiles_per_micro=2, pad_id=PAD, image_shape=(4, 4, 3))
