@@ -174,8 +174,9 @@ def verl_rollout_correction(old_log_prob, rollout_log_prob, response_mask, *, is
         if log_for_metrics.shape[1] == 1:
             metrics[f"{prefix}_max"] = torch.exp(torch.clamp(log_for_metrics.max(), max=SAFETY))
             metrics[f"{prefix}_min"] = torch.exp(log_for_metrics.min())
-            metrics[f"{prefix}_fraction_high"] = (log_for_metrics > torch.log(torch.tensor(upper))).double().mean()
-            metrics[f"{prefix}_fraction_low"] = (log_for_metrics < torch.log(torch.tensor(lower))).double().mean()
+            log_upper, log_lower = torch.log(torch.tensor(upper)), torch.log(torch.tensor(lower))
+            metrics[f"{prefix}_fraction_high"] = (log_for_metrics > log_upper).double().mean()
+            metrics[f"{prefix}_fraction_low"] = (log_for_metrics < log_lower).double().mean()
         else:
             b = response_mask.bool()
             metrics[f"{prefix}_max"] = weights.masked_fill(~b, float("-inf")).max()
@@ -206,7 +207,8 @@ def verl_rollout_correction(old_log_prob, rollout_log_prob, response_mask, *, is
         stats("rollout_rs", lr, w, upper, lower)
         metrics["rollout_rs_masked_fraction"] = masked_mean(1 - keep, response_mask)
         if rs_level == "token":
-            metrics["rollout_rs_seq_masked_fraction"] = (((1 - keep) * response_mask).sum(-1) > 0).double().mean()
+            rejected = ((1 - keep) * response_mask).sum(-1) > 0
+            metrics["rollout_rs_seq_masked_fraction"] = rejected.double().mean()
         else:
             metrics["rollout_rs_seq_masked_fraction"] = (1 - keep[:, 0]).mean()
         new_mask = response_mask * keep

@@ -67,8 +67,11 @@ def test_cispo_gradient_never_vanishes_for_clipped_tokens():
     old = jnp.zeros((2, 2))
     adv = jnp.array([1.0, -1.0])
     mask = jnp.ones((2, 2))
-    g = lambda **kw: np.asarray(jax.grad(lambda x: grpo_loss(x, old, None, adv, mask, loss_type="bnpo",  # noqa
-                                                             **kw)[0])(logps))
+
+    def g(**kw):
+        return np.asarray(jax.grad(lambda x: grpo_loss(x, old, None, adv, mask, loss_type="bnpo",
+                                                       **kw)[0])(logps))
+
     grpo, cispo = g(), g(policy_loss="cispo", cispo_max=2.0)
     assert grpo[0, 0] == 0.0 and grpo[1, 0] == 0.0
     # d/dlogp of -sg(min(rho, cap)) A logp / 4 tokens: capped at 2.0 for rho = 3

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from _policy_references import verl_rollout_correction
-from test_grpo_loss_parity import B, T, make_inputs
+from test_grpo_loss_parity import make_inputs
 from r1v2_jax.losses import ROLLOUT_CORRECTIONS, grpo_loss, rollout_correction
 
 CASES = {  # name: options (thresholds differ from the defaults)

@@ -62,7 +62,7 @@ def test_metric_accuracy_ignores_shaped_reward_variance():
     g = group(1, [0.9, 1.0, 0.8], accuracy=[1, 1, 1])  # rewards vary (e.g. length), accuracy not
     assert has_variance(g, "reward") and not has_variance(g, "accuracy")
     draw, _ = scripted_draw([[g, group(2, [0, 1, 1])]])
-    got, metrics = collect_groups(draw, 1, max_rounds=1, metric="accuracy")
+    got, _ = collect_groups(draw, 1, max_rounds=1, metric="accuracy")
     assert got[0][0].example.uid == 2
     with pytest.raises(ValueError, match="max_rounds"):
         collect_groups(draw, 1, max_rounds=0)
