@@ -39,14 +39,32 @@ def as_abs_path(path: str | os.PathLike) -> epath.Path:
     return path if path.is_absolute() else epath.Path(os.path.abspath(os.fspath(path)))
 
 
+# counts and dimensions: 0 or less would divide by zero or loop later, far from the file
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+          "image_size", "patch_size", "num_channels", "vocab_size", "num_key_value_heads",
+          "head_dim", "max_position_embeddings")
+
+
+def _check_sizes(config: VLMConfig, file) -> VLMConfig:
+    for part in ("vision", "text"):
+        sub = getattr(config, part)
+        for name in _SIZES:
+            value = getattr(sub, name, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConversionError(f"{file}: field '{part}.{name}' is {value!r}; expected a "
+                                      "positive integer")
+    return config
+
+
 def read_jax_config(path: str | os.PathLike) -> VLMConfig:
     file = as_abs_path(path) / CONFIG_FILE
     try:
-        return VLMConfig.from_dict(json.loads(file.read_text()))
+        config = VLMConfig.from_dict(json.loads(file.read_text()))
     except FileNotFoundError:
         raise ConversionError(f"{file}: not found (not a JAX checkpoint folder)") from None
     except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise ConversionError(f"{file}: invalid model config ({err})") from None
+    return _check_sizes(config, file)
 
 
 def write_jax_config(config: VLMConfig, path: str | os.PathLike) -> None:

@@ -7,6 +7,7 @@ rollout (and, for options and paths, before the policy is even loaded)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,25 @@ def test_generate_refuses_invalid_sampling_values(tmp_path, option, value, expec
     result = run_cli(["generate", "--ckpt", tmp_path / "none", "--question", "how many",
                       option, value], timeout=60)
     assert_user_error(result, "generate", f"argument {option}: expected {expected}, got '{value}'")
+
+
+def _patch(part, key, value):
+    def edit(raw):
+        raw[part][key] = value
+        return raw
+    return edit
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda raw: [raw], "invalid model config"),
+    (_patch("vision", "patch_size", 0), "field 'vision.patch_size' is 0; expected a positive integer"),
+    (_patch("text", "num_attention_heads", 0), "field 'text.num_attention_heads' is 0"),
+    (_patch("text", "num_hidden_layers", 10**9), "the config implies [1000000000,"),
+], ids=["list", "zero-patch", "zero-heads", "1e9-layers"])
+def test_generate_refuses_a_bad_checkpoint_config(policy, tmp_path, edit, fragment):
+    ckpt = Path(shutil.copytree(policy[0] / "ckpt", tmp_path / "ckpt"))
+    file = ckpt / "model_config.json"
+    file.write_text(json.dumps(edit(json.loads(file.read_text()))))
+    result = run_cli(["generate", "--ckpt", ckpt, "--tokenizer", policy[0] / "tokenizer.json",
+                      "--question", "how many", "--max-new-tokens", "2"], timeout=90)
+    assert_user_error(result, "generate", str(ckpt), fragment)
