@@ -11,6 +11,7 @@ def grpo_recipe():
     c.data = ml_collections.ConfigDict(dict(
         train="", heldout="", on_invalid="error", max_prompt_tokens=8192, seed=0,
         num_heldout=512,
+        max_response_tokens=0,  # preference records: longest response (eos incl.); 0 = any
         system_prompt=""))  # "" = no system turn
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=64, num_generations=8, max_new_tokens=4096, temperature=1.0, top_p=1.0,

@@ -38,8 +38,7 @@ def rm_recipe():
 def get_config(arg=None):
     c = rm_recipe()
     c.model = r1v2_38b.model()
-    c.data.update(max_prompt_tokens=8192, num_heldout=512)
-    c.rollout.update(max_new_tokens=8192)  # the longest response a pair may hold
+    c.data.update(max_prompt_tokens=8192, num_heldout=512, max_response_tokens=8192)
     c.optim.update(master_fp32=True)
     c.mesh.ici = dict(data=1, fsdp=-1, tensor=4)
     return apply_arg(c, arg)

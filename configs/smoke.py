@@ -14,7 +14,7 @@ def shrink(c):
     c.data.update(max_prompt_tokens=2048, num_heldout=2)
     c.rollout.update(prompts_per_step=2, num_generations=2, max_new_tokens=8, eval_batch_size=2)
     c.reward.update(check_workers=1)
-    c.rm.update(score_batch_size=2)
+    c.rm.update(score_batch_size=2, max_seq_len=0, max_tiles=0)  # 0: from the data
     c.optim.update(warmup_steps=1, total_steps=2, master_fp32=False)
     c.train.update(steps=2, eval_every=2, checkpoint_every=1, keep_checkpoints=2,
                    progress_bar=False)
@@ -27,7 +27,7 @@ def shrink(c):
     if "batch_size" in c.rm:  # a reward-model training recipe
         c.rm.update(batch_size=2, micro_batch_size=1, num_calibration=4)
     if "sft" in c:
-        c.sft.update(batch_size=2, micro_batch_size=1)
+        c.sft.update(batch_size=2, micro_batch_size=1, max_seq_len=0)
     return c
 
 

@@ -112,7 +112,7 @@ def preference_pairs(cfg, model, tokenizer, prompt, path: str, limit: int | None
     from r1v2_jax.data.records import load_preference_records
     from r1v2_jax.rl.pairs import pairs_from_records
 
-    budget = int(cfg.rollout.max_new_tokens) + 1
+    budget = int(cfg.data.max_response_tokens) or None
     loaded = load_preference_records(paths.local_copy(path),
                                      record_rules(cfg, model, prompt, completion_budget=budget),
                                      tokenizer)
@@ -136,7 +136,7 @@ def sft_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = N
 def reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules, log=print):
     """(scorer, calibration) of config.reward.rm_checkpoint (the `final/` of an `rm` run),
     or (None, None) when reward.w_rm == 0."""
-    from r1v2_jax.convert import load_reward_model
+    from r1v2_jax.convert.value_head import load_reward_model
     from r1v2_jax.rl.rewards import Calibration
     from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.loop import run_steps
@@ -73,6 +75,23 @@ class Trainer:
     def _full_device_state(self) -> dict[str, Any]:
         return {**self.device_state(), "step": jnp.asarray(self.step, jnp.int32)}
 
+    def _restore_template(self) -> dict[str, Any]:
+        """The device state's shapes and shardings. On a mesh, leaves that live on one device
+        (step counters, RNG keys, the BCO delta: created uncommitted, so jit would move them)
+        are restored replicated over the mesh: a restored array is committed, and one
+        committed to a single device cannot meet sharded parameters in a jitted step."""
+        state = self._full_device_state()
+        mesh = getattr(self, "mesh", None)
+        if mesh is None:
+            return state
+        replicated = NamedSharding(mesh, PartitionSpec())
+
+        def template(x):
+            if isinstance(x.sharding, SingleDeviceSharding) and mesh.size > 1:
+                return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
+            return x
+        return jax.tree.map(template, state)
+
     def save(self, force: bool = False) -> None:
         self.ckpt.save(self.step, self._full_device_state(), self.host_state(), force=force)
 
@@ -80,7 +99,7 @@ class Trainer:
         latest = self.ckpt.latest_step()
         if latest is None:
             return False
-        state, host = self.ckpt.restore(latest, self._full_device_state())
+        state, host = self.ckpt.restore(latest, self._restore_template())
         self.step = int(state.pop("step"))
         self.load_device_state(state)
         self.load_host_state(host)
