@@ -19,6 +19,7 @@ class SamplingOptions:
     temperature: float = 0.6
     top_p: float = 0.95
     top_k: int = 0
+    repetition_penalty: float = 1.05  # R1V2's reference chat sampling
     max_new_tokens: int = 4096
     seed: int = 0
 
@@ -64,7 +65,8 @@ def answer_question(config: VLMConfig, params, tokenizer: Tokenizer, question: s
     out = generate(config, params, np.asarray([prompt], np.int32),
                    images.pixel_values if images.num_tiles else None,
                    max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                   top_p=options.top_p, top_k=options.top_k, eos_token_id=stops,
+                   top_p=options.top_p, top_k=options.top_k,
+                   repetition_penalty=options.repetition_penalty, eos_token_id=stops,
                    pad_token_id=tokenizer.pad_id, seed=options.seed)
     n = int(out.lengths[0])
     tokens = np.asarray(out.tokens[0, :n]).tolist()

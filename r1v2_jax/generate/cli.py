@@ -26,6 +26,7 @@ _TEMPERATURE = _number(lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 
 _TOP_P = _number(lambda v: 0 < v <= 1, "a number in (0, 1]")
 _NON_NEGATIVE = _number(lambda v: v >= 0, "an integer >= 0")
 _POSITIVE = _number(lambda v: v >= 1, "an integer >= 1")
+_PENALTY = _number(lambda v: math.isfinite(v) and v > 0, "a number > 0")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -40,10 +41,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer folder or tokenizer.json (default: --ckpt)")
     parser.add_argument("--system", default=None, help="system prompt (default: none)")
-    parser.add_argument("--temperature", type=_TEMPERATURE, default=0.6, help="0 = greedy")
-    parser.add_argument("--top-p", type=_TOP_P, default=0.95)
-    parser.add_argument("--top-k", type=_NON_NEGATIVE, default=0, help="0 = off")
-    parser.add_argument("--max-new-tokens", type=_POSITIVE, default=4096)
+    # Sampling: the flag, else the checkpoint's generation_config.json, else R1V2's chat
+    # defaults (chat.SamplingOptions: temperature 0.6, top-p 0.95, repetition penalty 1.05).
+    parser.add_argument("--temperature", type=_TEMPERATURE, default=None, help="0 = greedy")
+    parser.add_argument("--top-p", type=_TOP_P, default=None)
+    parser.add_argument("--top-k", type=_NON_NEGATIVE, default=None, help="0 = off")
+    parser.add_argument("--repetition-penalty", type=_PENALTY, default=None, help="1 = off")
+    parser.add_argument("--max-new-tokens", type=_POSITIVE, default=None)
     parser.add_argument("--max-tiles", type=_POSITIVE, default=None,
                         help="at most this many image tiles (default: the checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,19 +55,30 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def sampling_options(args, defaults: dict):
+    """Each option: the flag if given, else the checkpoint's generation_config.json value,
+    else chat.SamplingOptions' default."""
+    from r1v2_jax.generate.chat import SamplingOptions
+
+    chosen = {name: getattr(args, name) if getattr(args, name) is not None else defaults[name]
+              for name in ("temperature", "top_p", "top_k", "repetition_penalty",
+                           "max_new_tokens")
+              if getattr(args, name) is not None or name in defaults}
+    return SamplingOptions(**chosen, seed=args.seed)
+
+
 def main(args) -> int:
     """Bad options are refused by argparse; a bad checkpoint, tokenizer or image is a
     UserError (`r1v2_jax.cli` prints one line, exit status 2)."""
     from r1v2_jax.convert import load_jax_checkpoint
     from r1v2_jax.data.tokenizer import load_tokenizer
-    from r1v2_jax.generate.chat import SamplingOptions, answer_question
+    from r1v2_jax.generate.chat import answer_question
+    from r1v2_jax.generate.gen_config import generation_defaults
 
     try:
         config, params = load_jax_checkpoint(args.ckpt)
         tokenizer = load_tokenizer(args.tokenizer or args.ckpt)
-        options = SamplingOptions(temperature=args.temperature, top_p=args.top_p,
-                                  top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                                  seed=args.seed)
+        options = sampling_options(args, generation_defaults(args.ckpt))
         result = answer_question(config, params, tokenizer, args.question, args.image,
                                  system=args.system, options=options,
                                  max_tiles=args.max_tiles)
@@ -74,5 +89,5 @@ def main(args) -> int:
     print("=== answer ===")
     print(result.answer if result.answer else "(none: the reasoning was not closed)")
     if result.truncated:
-        print(f"(stopped at --max-new-tokens={args.max_new_tokens})")
+        print(f"(stopped at max_new_tokens={options.max_new_tokens})")
     return 0

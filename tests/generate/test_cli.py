@@ -100,3 +100,15 @@ def test_bad_input_is_a_one_line_error(checkpoint, tmp_path, capsys):
     assert cli.main(["generate", "--ckpt", str(folder), "--image", str(missing),
                      "--question", "how"]) == 2
     assert f"image not found: {missing}" in capsys.readouterr().err
+
+
+def test_sampling_options_flag_then_generation_config_then_chat_default():
+    import argparse
+
+    from r1v2_jax.generate.cli import sampling_options
+
+    args = argparse.Namespace(temperature=None, top_p=0.5, top_k=None, repetition_penalty=None,
+                              max_new_tokens=None, seed=3)
+    options = sampling_options(args, {"top_p": 0.9, "top_k": 11, "temperature": 0.0})
+    assert (options.temperature, options.top_p, options.top_k, options.repetition_penalty,
+            options.max_new_tokens, options.seed) == (0.0, 0.5, 11, 1.05, 4096, 3)
