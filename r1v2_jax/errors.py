@@ -39,7 +39,8 @@ class Interrupted(BaseException):
 
 
 # library error classes that always mean bad input: module -> class name. Looked up in
-# sys.modules only, so this module imports nothing (an unloaded module raised nothing).
+# sys.modules only, so this module imports no project module (every layer may import it;
+# an unloaded module raised nothing).
 _TYPED_ERRORS = {
     "r1v2_jax.convert.errors": "ConversionError",
     "r1v2_jax.data.records": "RecordError",
@@ -142,7 +143,11 @@ def uninterrupted() -> Iterator[None]:
     """A section a signal must not cut short: a wait on a C++ future (TensorStore's
     `result()` returns early on a signal while its write goes on in the background, and
     would recreate files after the cleanup removed them). A signal received inside raises
-    `Interrupted` when the section ends; without `signals_raise` this does nothing."""
+    `Interrupted` when the section ends; without `signals_raise` (or outside the main
+    thread) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _defer["depth"] += 1
     try:
         yield
