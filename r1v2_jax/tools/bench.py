@@ -5,10 +5,12 @@
   (b) the machine's fp32 matmul throughput (JAX, NumPy, PyTorch; the best is the limit) and
       the train step's model FLOPs per second as a fraction of it (matmul_peak.py);
   (c) sampled generation vs transformers `generate` (r1v2_jax.generate.bench);
+  (d) a rollout workload with long-tailed stop lengths and images: continuous batching vs
+      the static engine vs transformers (bench_rollout.py);
   on a GPU/TPU also train-step MFU and decode HBM-bandwidth use (bench_accel.py).
 
 Targets (docs/benchmarks.md): train step >= 1.3x PyTorch; >= 0.8 of the matmul limit;
-generation >= 3x transformers.
+generation >= 3x transformers; rollout: continuous >= 2x static.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller shapes, fewer iterations")
     p.add_argument("--skip", action="append", default=[],
-                   choices=("train", "matmul", "generate", "accel"), help="leave a part out")
+                   choices=("train", "matmul", "generate", "rollout", "accel"),
+                   help="leave a part out")
     p.add_argument("--iters", type=int, help="timed train steps (default 5, quick 3)")
     from r1v2_jax.tools.bench_train import DEFAULT_REMAT
 
@@ -62,6 +65,12 @@ def run_benchmarks(quick: bool, skip: list[str], iters: int | None = None,
 
         out["generate"] = (bench_generation(batch=8, new_tokens=32, repeats=1) if quick
                            else bench_generation())
+    if "rollout" not in skip:
+        from r1v2_jax.tools.bench_rollout import RolloutWorkload, bench_rollout
+
+        out["rollout"] = bench_rollout(RolloutWorkload(prompts=8, max_new_tokens=256, slots=16,
+                                                       hf_prompts=2) if quick
+                                       else RolloutWorkload())
     if "accel" not in skip and jax.devices()[0].platform != "cpu":
         from r1v2_jax.tools.bench_accel import bench_decode_bandwidth, bench_mfu
 
@@ -105,6 +114,10 @@ def format_results(r: dict) -> str:
             lines.append(f"  {s['num_samples']} samples/prompt: prefilled rows {s['prefill_rows_shared']}"
                          f" shared vs {s['prefill_rows_unshared']} repeated; same tokens: "
                          f"{s['same_tokens']}")
+    if "rollout" in r:
+        from r1v2_jax.tools.bench_rollout import format_rollout
+
+        lines.append(format_rollout(r["rollout"]))
     if "mfu" in r:
         lines.append(f"MFU ({r['mfu']['attention_impl']}, seq {r['mfu']['seq_len']}): "
                      f"{100 * r['mfu']['mfu']:.1f}% (target >= 50%)")
