@@ -1,6 +1,6 @@
 """`make mutants`: mutation testing (mutmut 2) of the core modules, each against its own tests.
 
-    python tests/mutation/run.py [GROUP ...]      (default: every group, in GROUPS order)
+    python tests/mutation/run.py [--again] [GROUP ...]   (default: every group, in order)
 
 mutmut 2 writes each mutant into the source file, so everything happens in a copy of the
 working tree (MUTANTS_DIR, default /tmp/r1v2-mutants-$USER, recreated each run): the
@@ -9,6 +9,9 @@ the tests that cover them (`pytest -x`), so a run stays affordable; a group with
 mutates only the lines those functions return (the GRPO trainer's reward/advantage assembly).
 Results: MUTANTS_DIR/results.md, a table per group and the diff of every survivor; record
 the table and each survivor's verdict (killed later / equivalent, and why) in docs/testing.md.
+`--again` keeps the previous copy and its mutmut cache, refreshes the files from the working
+tree and runs again: killed mutants stay killed, the others are tested against the current
+tests (how a survivor is shown killed by a test written after the first run).
 Not part of CI: several minutes per group on a laptop.
 """
 
@@ -50,7 +53,7 @@ def _trainer_lines() -> dict[str, set[int]]:
 # name: (modules, pytest arguments, line selector or None)
 GROUPS = {
     "batching": (["r1v2_jax/rl/batching.py"], ["tests/rl/test_batching.py"], None),
-    "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py"], None),
+    "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py", "tests/rl/test_ssb_config.py"], None),
     "answers": (["r1v2_jax/rl/answers.py"],
                 ["tests/rl/test_answer_region.py", "tests/rl/test_rewards.py", "-k",
                  "answer or extraction or bad_reference or soft_timeout or think"], None),
@@ -75,9 +78,9 @@ STATUS = {"ok_killed": "killed", "ok_suspicious": "killed", "bad_timeout": "time
           "bad_survived": "survived", "untested": "untested", "skipped": "skipped"}
 
 
-def copy_tree(dest: Path) -> None:
+def copy_tree(dest: Path, fresh: bool = True) -> None:
     """The working tree as it is (tracked + untracked, not ignored) -> dest."""
-    if dest.exists():
+    if fresh and dest.exists():
         shutil.rmtree(dest)
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
@@ -145,14 +148,17 @@ def results(dest: Path, names: list[str], seconds: dict[str, float]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(GROUPS)
+    again = "--again" in argv
+    names = [a for a in argv if a != "--again"] or list(GROUPS)
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
         raise SystemExit(f"mutants: unknown group(s) {unknown}; known: {list(GROUPS)}")
     dest = Path(os.environ.get("MUTANTS_DIR", f"/tmp/r1v2-mutants-{getpass.getuser()}"))
     if dest.resolve() == REPO or REPO in dest.resolve().parents:
         raise SystemExit(f"mutants: MUTANTS_DIR={dest} must be outside the repository")
-    copy_tree(dest)
+    if again and not (dest / ".mutmut-cache").exists():
+        raise SystemExit(f"mutants: --again needs a previous run in {dest}")
+    copy_tree(dest, fresh=not again)
     log = lambda s: print(s, flush=True)  # noqa: E731
     seconds = {}
     for name in names:
