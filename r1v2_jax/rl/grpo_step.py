@@ -215,10 +215,24 @@ def grpo_update(config: VLMConfig, opts: GRPOLossOptions, optimizer: optax.Gradi
 
 
 def make_grpo_update(config: VLMConfig, opts: GRPOLossOptions, optimizer, *, compute_dtype=None,
-                     donate: bool = True):
-    """jit of `grpo_update` with frozen / ref params as explicit (non-donated) arguments."""
+                     donate: bool = True, mesh=None, rules=None, state_shardings=None):
+    """The compiled `grpo_update` (`sharding.compile_update`): frozen / ref params explicit,
+    non-donated arguments; trainable params and optimizer state donated and, on a mesh,
+    pinned to `state_shardings` = (trainable shardings, optimizer-state shardings).
+    (frozen, ref_trainable, trainable, opt_state, batch) -> (trainable, opt_state, metrics)."""
+    from r1v2_jax.sharding import compile_update
+
     fn = functools.partial(grpo_update, config, opts, optimizer, compute_dtype=compute_dtype)
-    return jax.jit(fn, donate_argnums=(2, 3) if donate else ())
+    return compile_update(fn, mesh=mesh, rules=rules, state_shardings=state_shardings,
+                          donate_argnums=(2, 3) if donate else ())
+
+
+def sharded_grpo_update(config, opts, optimizer, mesh, rules, trainable_shardings,
+                        opt_state_shardings, *, compute_dtype=None, donate: bool = True):
+    """`make_grpo_update` on a mesh (the planner's and the multi-host tests' spelling)."""
+    return make_grpo_update(config, opts, optimizer, compute_dtype=compute_dtype, donate=donate,
+                            mesh=mesh, rules=rules,
+                            state_shardings=(trainable_shardings, opt_state_shardings))
 
 
 def make_score_fn(config: VLMConfig, temperature: float, chunk: int = 512):

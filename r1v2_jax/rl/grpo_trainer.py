@@ -37,7 +37,8 @@ from r1v2_jax.rl import ssb as ssb_lib
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
-from r1v2_jax.train.trainer import Trainer
+from r1v2_jax.sharding import shardings_of
+from r1v2_jax.train.trainer import Trainer, init_opt_state
 
 Scorer = Callable[[PromptExample, str], dict[str, Any]]
 
@@ -58,8 +59,7 @@ def _optimizer(optim_items, updates_per_step):
 @functools.lru_cache(maxsize=None)
 def _update_fn(config, opts, optim_items, updates_per_step, compute_dtype):
     return make_grpo_update(config, opts, _optimizer(optim_items, updates_per_step),
-                            compute_dtype=compute_dtype,
-                            donate=False)
+                            compute_dtype=compute_dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,8 +93,8 @@ class GRPOTrainer(Trainer):
 
         self.mesh, self.rules = mesh, rules
         if mesh is not None:
-            # Every parameter goes straight to its shard; jit propagates the layout to the
-            # optimizer state and the activations (batch axis over data x fsdp).
+            # Every parameter goes straight to its shard (a no-op for a checkpoint restored
+            # onto the mesh); the update keeps the layout (sharding.compile_update).
             from r1v2_jax.sharding import param_shardings
             params = jax.device_put(params, param_shardings(model_config, mesh, rules))
         parts = trainable_parts(cfg.train.trainable)
@@ -106,13 +106,14 @@ class GRPOTrainer(Trainer):
         # The reference policy shares every frozen parameter; only the trainable part is copied.
         opts = GRPOLossOptions.from_config(g, r.temperature, r.max_new_tokens)
         keep_ref = opts.beta != 0.0 or opts.track_kl
-        self.ref_trainable = jax.tree.map(jnp.copy, trainable) if keep_ref else trainable
-        self.trainable = trainable
+        # the update donates `trainable`: without a reference it gets None, not an alias
+        self.ref_trainable = jax.tree.map(jnp.copy, trainable) if keep_ref else None
+        self.trainable = jax.tree.map(jnp.copy, trainable)  # the caller's params stay valid
         optim_items = tuple(sorted(cfg.optim.to_dict().items()))
         # optim.warmup_steps / total_steps count GRPO steps: all updates of a step share its lr
         updates_per_step = int(g.num_iterations) * (self.batch_size // self.mini)
         self.optimizer = _optimizer(optim_items, updates_per_step)
-        self.opt_state = jax.jit(self.optimizer.init)(trainable)
+        self.opt_state = init_opt_state(self.optimizer, self.trainable, mesh)
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.data_state = DataState()
         self.ssb = None
@@ -120,12 +121,20 @@ class GRPOTrainer(Trainer):
             self.ssb = ssb_lib.SelectiveSampleBuffer(ssb_lib.SSBConfig(**dict(cfg.ssb)),
                                                      seed=int(cfg.train.seed))
         self.by_uid = {e.uid: e for e in self.train_examples}
-        self.update_on_policy = _update_fn(model_config, dataclasses.replace(
-            opts, use_old_logps=False, use_is_weights=self._needs_is()), optim_items,
-            updates_per_step, self.compute_dtype)
-        self.update_off_policy = _update_fn(model_config, dataclasses.replace(
-            opts, use_old_logps=True, use_is_weights=self._needs_is()), optim_items,
-            updates_per_step, self.compute_dtype)
+        on_policy, off_policy = (dataclasses.replace(opts, use_old_logps=old,
+                                                     use_is_weights=self._needs_is())
+                                 for old in (False, True))
+        if mesh is None:
+            self.update_on_policy = _update_fn(model_config, on_policy, optim_items,
+                                               updates_per_step, self.compute_dtype)
+            self.update_off_policy = _update_fn(model_config, off_policy, optim_items,
+                                                updates_per_step, self.compute_dtype)
+        else:  # pinned to this run's shardings: compiled per trainer
+            state = (shardings_of(self.trainable), shardings_of(self.opt_state))
+            self.update_on_policy, self.update_off_policy = (
+                make_grpo_update(model_config, o, self.optimizer, compute_dtype=self.compute_dtype,
+                                 mesh=mesh, rules=rules, state_shardings=state)
+                for o in (on_policy, off_policy))
         self.score_logps = _score_fn(model_config, float(r.temperature))
         self.counters = {"skipped_updates": 0}
 
@@ -138,12 +147,14 @@ class GRPOTrainer(Trainer):
                             if self.compute_dtype is not None else self.trainable, self.frozen)
 
     def device_state(self):
-        return {"trainable": self.trainable, "opt_state": self.opt_state,
-                "ref_trainable": self.ref_trainable, "rng": self.rng}
+        state = {"trainable": self.trainable, "opt_state": self.opt_state, "rng": self.rng}
+        if self.ref_trainable is not None:
+            state["ref_trainable"] = self.ref_trainable
+        return state
 
     def load_device_state(self, state):
         self.trainable, self.opt_state = state["trainable"], state["opt_state"]
-        self.ref_trainable, self.rng = state["ref_trainable"], state["rng"]
+        self.ref_trainable, self.rng = state.get("ref_trainable"), state["rng"]
 
     def host_state(self):
         return {"data": self.data_state.to_dict(), "counters": dict(self.counters),

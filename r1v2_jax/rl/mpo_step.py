@@ -156,7 +156,21 @@ def mpo_update(config: VLMConfig, opts: MPOLossOptions, optimizer: optax.Gradien
 
 
 def make_mpo_update(config: VLMConfig, opts: MPOLossOptions, optimizer, *, compute_dtype=None,
-                    donate: bool = True):
-    """jit of `mpo_update`: (frozen, ref_trainable, trainable, opt_state, delta, batch)."""
+                    donate: bool = True, mesh=None, rules=None, state_shardings=None):
+    """The compiled `mpo_update` (`sharding.compile_update`; state = trainable, optimizer
+    state; the BCO delta and metrics replicated).
+    (frozen, ref_trainable, trainable, opt_state, delta, batch)
+      -> (trainable, opt_state, delta, metrics)."""
+    from r1v2_jax.sharding import compile_update
+
     fn = functools.partial(mpo_update, config, opts, optimizer, compute_dtype=compute_dtype)
-    return jax.jit(fn, donate_argnums=(2, 3) if donate else ())
+    return compile_update(fn, mesh=mesh, rules=rules, state_shardings=state_shardings,
+                          num_replicated=2, donate_argnums=(2, 3) if donate else ())
+
+
+def sharded_mpo_update(config, opts, optimizer, mesh, rules, trainable_shardings,
+                       opt_state_shardings, *, compute_dtype=None, donate: bool = True):
+    """`make_mpo_update` on a mesh."""
+    return make_mpo_update(config, opts, optimizer, compute_dtype=compute_dtype, donate=donate,
+                           mesh=mesh, rules=rules,
+                           state_shardings=(trainable_shardings, opt_state_shardings))

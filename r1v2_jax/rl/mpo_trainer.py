@@ -41,7 +41,8 @@ from r1v2_jax.rl.rollout import SamplingOptions
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
-from r1v2_jax.train.trainer import Trainer
+from r1v2_jax.sharding import shardings_of
+from r1v2_jax.train.trainer import Trainer, init_opt_state
 
 
 def stage_config(cfg, section: str) -> ml_collections.ConfigDict:
@@ -94,8 +95,7 @@ def _optimizer_and_update(config: VLMConfig, opts: MPOLossOptions, optim_json: s
     """One jitted update per (model, loss, optimizer) setting, shared by trainer instances
     (a resumed trainer or a second run with the same settings does not compile again)."""
     optimizer = make_optimizer(ml_collections.ConfigDict(json.loads(optim_json)))
-    return optimizer, jax.jit(optimizer.init), make_mpo_update(
-        config, opts, optimizer, compute_dtype=compute_dtype, donate=False)
+    return optimizer, make_mpo_update(config, opts, optimizer, compute_dtype=compute_dtype)
 
 
 class MPOTrainer(Trainer):
@@ -138,12 +138,18 @@ class MPOTrainer(Trainer):
         if cfg.optim.master_fp32:
             self.compute_dtype = model_config.jnp_param_dtype
             trainable = cast_tree(trainable, jnp.float32)
-        self.trainable = trainable
+        self.trainable = jax.tree.map(jnp.copy, trainable)  # the update donates it
         self.ref_trainable = jax.tree.map(jnp.copy, trainable)
-        self.optimizer, init_state, self.update = _optimizer_and_update(
-            model_config, MPOLossOptions.from_config(m),
-            json.dumps(cfg.optim.to_dict(), sort_keys=True), self.compute_dtype)
-        self.opt_state = init_state(trainable)
+        opts, optim_json = MPOLossOptions.from_config(m), json.dumps(cfg.optim.to_dict(),
+                                                                     sort_keys=True)
+        self.optimizer, self.update = _optimizer_and_update(model_config, opts, optim_json,
+                                                            self.compute_dtype)
+        self.opt_state = init_opt_state(self.optimizer, self.trainable, mesh)
+        if mesh is not None:  # pinned to this run's shardings: compiled per trainer
+            self.update = make_mpo_update(
+                model_config, opts, self.optimizer, compute_dtype=self.compute_dtype, mesh=mesh,
+                rules=rules, state_shardings=(shardings_of(self.trainable),
+                                              shardings_of(self.opt_state)))
         self.delta: BCODeltaState = bco_delta_init()
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
         self.data_state = DataState()

@@ -14,6 +14,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.models import VLMConfig
@@ -23,7 +24,8 @@ from r1v2_jax.rl.rm_trainer import make_rm_update, rm_batch, rm_trainable_parts
 from r1v2_jax.train.masks import merge_params, split_params
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.steps import cast_tree
-from r1v2_jax.train.trainer import Trainer
+from r1v2_jax.sharding import shardings_of
+from r1v2_jax.train.trainer import Trainer, init_opt_state
 
 
 class RMTrainer(Trainer):
@@ -50,11 +52,13 @@ class RMTrainer(Trainer):
         self.tiles_per_micro = self.micro * max(len(p.example.pixel_values) for p in self.pairs)
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
+        self.mesh, self.rules = mesh, rules
         if mesh is not None:
             from r1v2_jax.sharding import param_shardings
             lm = {k: v for k, v in rm_params.items() if k != VALUE_HEAD}
+            replicated = NamedSharding(mesh, PartitionSpec())
             rm_params = {**jax.device_put(lm, param_shardings(model_config, mesh, rules)),
-                         VALUE_HEAD: rm_params[VALUE_HEAD]}
+                         VALUE_HEAD: jax.device_put(rm_params[VALUE_HEAD], replicated)}
         trainable, self.frozen = split_params(rm_params, rm_trainable_parts(cfg.train.trainable))
         self.compute_dtype = None
         if cfg.optim.master_fp32:
@@ -62,10 +66,13 @@ class RMTrainer(Trainer):
             trainable = cast_tree(trainable, jnp.float32)
         self.trainable = jax.tree.map(jnp.copy, trainable)  # the update donates it
         optimizer = make_optimizer(cfg.optim)
-        self.opt_state = jax.jit(optimizer.init)(self.trainable)
+        self.opt_state = init_opt_state(optimizer, self.trainable, mesh)
         center = float(r.center_rewards_coefficient) or None
-        self.update = make_rm_update(model_config, optimizer, center_rewards_coefficient=center,
-                                     compute_dtype=self.compute_dtype)
+        self.update = make_rm_update(
+            model_config, optimizer, center_rewards_coefficient=center,
+            compute_dtype=self.compute_dtype, mesh=mesh, rules=rules,
+            state_shardings=(shardings_of(self.trainable), shardings_of(self.opt_state))
+            if mesh is not None else None)
         self.data_state = DataState()
         self.counters = {"skipped_updates": 0}
 

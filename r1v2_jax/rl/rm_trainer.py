@@ -90,10 +90,15 @@ def rm_update(config, center_coef, optimizer, frozen, trainable, opt_state, batc
 
 
 def make_rm_update(config: VLMConfig, optimizer, *, center_rewards_coefficient=None,
-                   compute_dtype=None):
+                   compute_dtype=None, mesh=None, rules=None, state_shardings=None):
+    """The compiled `rm_update` (`sharding.compile_update`), trainable and optimizer state
+    donated. (frozen, trainable, opt_state, batch) -> (trainable, opt_state, metrics)."""
+    from r1v2_jax.sharding import compile_update
+
     fn = functools.partial(rm_update, config, center_rewards_coefficient, optimizer,
                            compute_dtype=compute_dtype)
-    return jax.jit(fn, donate_argnums=(1, 2))
+    return compile_update(fn, mesh=mesh, rules=rules, state_shardings=state_shardings,
+                          donate_argnums=(1, 2))
 
 
 def rm_trainable_parts(name: str) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from r1v2_jax.sharding.params import (abstract_opt_state, abstract_sharded_param
                                       opt_state_shardings, sharded_init_params, sharded_opt_init,
                                       with_shardings)
 from r1v2_jax.sharding.activations import activation_sharding
-from r1v2_jax.sharding.steps import (sharded_grpo_update, sharded_mpo_update, shardings_of,
+from r1v2_jax.sharding.steps import (compile_update, shardings_of,
                                      traced_with_activation_sharding)
 from r1v2_jax.sharding.rules import (DEFAULT_RULES, KV_CACHE_AXES, batch_sharding, batch_shardings,
                                      kv_cache_sharding, logical_specs, param_shardings,
@@ -17,5 +17,5 @@ __all__ = ["AXES", "make_mesh", "mesh_from_config", "parse_axis_sizes", "resolve
            "kv_cache_sharding", "logical_specs", "param_shardings", "rules_from_config",
            "abstract_opt_state", "abstract_sharded_params", "cast_abstract",
            "opt_state_shardings", "sharded_init_params", "sharded_opt_init", "with_shardings",
-           "sharded_grpo_update", "sharded_mpo_update", "shardings_of", "activation_sharding",
+           "compile_update", "shardings_of", "activation_sharding",
            "traced_with_activation_sharding"]

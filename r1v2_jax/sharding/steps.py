@@ -1,16 +1,18 @@
-"""The GRPO / MPO update steps jitted for a mesh: outputs pinned to the inputs' shardings.
+"""The one way every update step is compiled: by the trainers (SFT, reward model, MPO, GRPO)
+and by `r1v2 plan`, so the planner's memory figures describe the program that runs.
 
-Left to itself, the partitioner picks the output shardings of an update; they may differ
-from the shardings the state came in with, and the next call then compiles a second
-program. Pinning them (and donating the old state) keeps one program and one copy of the
-state for the whole run. The steps are traced under `activation_sharding(mesh, rules)`
-(FSDP-style activation layout, see activations.py).
+`compile_update(fn, mesh=..., state_shardings=(trainable, opt_state), ...)` jits `fn` with
+its new state pinned to the shardings it came in with and everything else replicated, the
+old state donated, and the tracing done under `activation_sharding(mesh, rules)`
+(FSDP-style activation layout, see activations.py). Left to itself the partitioner may pick
+other output shardings; the next call would then compile a second program and hold a
+second copy of the state. Without a mesh it is `jax.jit` with the same donation.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -36,29 +38,22 @@ def traced_with_activation_sharding(fn, mesh: Mesh, rules):
     return wrapped
 
 
-def sharded_grpo_update(config, opts, optimizer, mesh: Mesh, rules, trainable_shardings: Any,
-                        opt_state_shardings: Any, *, compute_dtype=None, donate: bool = True):
-    """jit of `rl.grpo_step.grpo_update` whose new trainable params / optimizer state keep
-    the given shardings and whose metrics are replicated.
-    (frozen, ref_trainable, trainable, opt_state, batch) -> (trainable, opt_state, metrics)."""
-    from r1v2_jax.rl.grpo_step import grpo_update
+def compile_update(fn, *, mesh: Mesh | None = None, rules=None,
+                   state_shardings: Sequence[Any] | None = None, num_replicated: int = 1,
+                   donate_argnums: tuple[int, ...] = ()):
+    """jit of an update `fn(...) -> (*state, *replicated)`.
 
-    fn = traced_with_activation_sharding(functools.partial(
-        grpo_update, config, opts, optimizer, compute_dtype=compute_dtype), mesh, rules)
+    mesh: None -> plain `jax.jit` (one device, or layouts propagated from the inputs).
+    state_shardings: the shardings of the state outputs (e.g. trainable params, optimizer
+      state), in output order; required with a mesh. The `num_replicated` outputs after them
+      (metrics, the BCO delta) are replicated.
+    donate_argnums: the old state's argument positions.
+    """
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=donate_argnums)
+    if state_shardings is None:
+        raise ValueError("compile_update: state_shardings are required with a mesh")
     replicated = NamedSharding(mesh, P())
-    return jax.jit(fn, out_shardings=(trainable_shardings, opt_state_shardings, replicated),
-                   donate_argnums=(2, 3) if donate else ())
-
-
-def sharded_mpo_update(config, opts, optimizer, mesh: Mesh, rules, trainable_shardings: Any,
-                       opt_state_shardings: Any, *, compute_dtype=None, donate: bool = True):
-    """jit of `rl.mpo_step.mpo_update`, outputs pinned like `sharded_grpo_update`.
-    (frozen, ref_trainable, trainable, opt_state, delta, batch)
-      -> (trainable, opt_state, delta, metrics)."""
-    from r1v2_jax.rl.mpo_step import mpo_update
-
-    fn = traced_with_activation_sharding(functools.partial(
-        mpo_update, config, opts, optimizer, compute_dtype=compute_dtype), mesh, rules)
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(fn, out_shardings=(trainable_shardings, opt_state_shardings, replicated,
-                                      replicated), donate_argnums=(2, 3) if donate else ())
+    out = tuple(state_shardings) + (replicated,) * num_replicated
+    return jax.jit(traced_with_activation_sharding(fn, mesh, rules), out_shardings=out,
+                   donate_argnums=donate_argnums)

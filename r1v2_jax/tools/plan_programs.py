@@ -20,8 +20,9 @@ from jax.sharding import Mesh
 from r1v2_jax.generate.engine import Plan
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.rl.grpo_step import GRPOBatch, GRPOLossOptions
+from r1v2_jax.rl.grpo_step import sharded_grpo_update
 from r1v2_jax.sharding import (abstract_opt_state, abstract_sharded_params, batch_sharding,
-                               cast_abstract, kv_cache_sharding, sharded_grpo_update,
+                               cast_abstract, kv_cache_sharding,
                                shardings_of)
 from r1v2_jax.train.masks import split_params
 

@@ -15,10 +15,11 @@ import numpy as np
 from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.losses import sft_loss
 from r1v2_jax.models import VLMConfig
-from r1v2_jax.rl.batching import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.train.masks import merge_params
+from r1v2_jax.train.packing import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.train.steps import accumulate, apply_update, merged, sequence_token_logps
-from r1v2_jax.train.trainer import Trainer
+from r1v2_jax.sharding import shardings_of
+from r1v2_jax.train.trainer import Trainer, init_opt_state
 
 
 @jax.tree_util.register_dataclass
@@ -44,9 +45,15 @@ def sft_update(config, optimizer, frozen, trainable, opt_state, batch: SFTBatch,
     return trainable, opt_state, {"loss": loss, **sums, **upd}
 
 
-def make_sft_update(config: VLMConfig, optimizer, *, compute_dtype=None):
+def make_sft_update(config: VLMConfig, optimizer, *, compute_dtype=None, mesh=None, rules=None,
+                    state_shardings=None):
+    """The compiled `sft_update` (`sharding.compile_update`), trainable and optimizer state
+    donated. (frozen, trainable, opt_state, batch) -> (trainable, opt_state, metrics)."""
+    from r1v2_jax.sharding import compile_update
+
     fn = functools.partial(sft_update, config, optimizer, compute_dtype=compute_dtype)
-    return jax.jit(fn, donate_argnums=(1, 2))
+    return compile_update(fn, mesh=mesh, rules=rules, state_shardings=state_shardings,
+                          donate_argnums=(1, 2))
 
 
 def sft_batch(prompts: Sequence[np.ndarray], completions: Sequence[np.ndarray],
@@ -116,8 +123,11 @@ class SFTTrainer(Trainer):
             trainable = cast_tree(trainable, jnp.float32)
         self.trainable = jax.tree.map(jnp.copy, trainable)  # the update donates it
         optimizer = make_optimizer(cfg.optim)
-        self.opt_state = jax.jit(optimizer.init)(self.trainable)
-        self.update = make_sft_update(model_config, optimizer, compute_dtype=self.compute_dtype)
+        self.opt_state = init_opt_state(optimizer, self.trainable, mesh)
+        self.update = make_sft_update(
+            model_config, optimizer, compute_dtype=self.compute_dtype, mesh=mesh, rules=rules,
+            state_shardings=(shardings_of(self.trainable), shardings_of(self.opt_state))
+            if mesh is not None else None)
         self.data_state = DataState()
         self.counters = {"skipped_updates": 0}
 

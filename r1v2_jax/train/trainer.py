@@ -30,6 +30,15 @@ from r1v2_jax.train.loop import run_steps
 from r1v2_jax.train.metrics import MetricsWriter
 
 
+def init_opt_state(optimizer, trainable, mesh=None):
+    """`optimizer.init(trainable)`, on a mesh created straight on the parameters' shards
+    (Adam moments follow their parameter, counters replicated)."""
+    if mesh is None:
+        return jax.jit(optimizer.init)(trainable)
+    from r1v2_jax.sharding import sharded_opt_init
+    return sharded_opt_init(optimizer, trainable, mesh)
+
+
 def join(workdir: str, *parts: str) -> str:
     """Path join that keeps bucket URLs (gs://...) intact."""
     return "/".join([str(workdir).rstrip("/"), *parts]) if "://" in str(workdir) \

@@ -1,10 +1,12 @@
-"""SSBConfig: the documented defaults, every range check at its boundary, exact messages."""
+"""SSBConfig: the documented defaults, every range check at its boundary, exact messages;
+the value objects (Payload, Sample, BufferEntry): frozen, compared by identity, coerced."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 
-from r1v2_jax.rl.ssb import SSBConfig
+from r1v2_jax.rl.ssb import BufferEntry, Payload, Sample, SSBConfig
 
 
 def test_defaults_are_the_documented_ones():
@@ -49,3 +51,25 @@ def test_out_of_range_values_are_rejected_by_name(kw, message):
     with pytest.raises(ValueError) as err:
         SSBConfig(**kw)
     assert str(err.value) == message
+
+
+def test_value_objects_are_frozen_and_compared_by_identity():
+    ids, logps = np.arange(3), np.zeros(3, np.float32)
+    p, q = Payload("a", ids, logps), Payload("a", ids, logps)
+    assert p.extras == {} and p != q  # identity: array fields are never compared
+    s, t = Sample(p, 1.0, 0.5, 2), Sample(p, 1.0, 0.5, 2)
+    assert s != t and len({s, t}) == 2
+    e = BufferEntry(0, s, 0)
+    assert e != BufferEntry(0, s, 0)
+    for obj, name in ((p, "prompt_ref"), (s, "advantage"), (e, "reuse_count")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, 1)
+
+
+def test_sample_coerces_numpy_scalars_and_rejects_non_finite_advantages():
+    s = Sample(None, np.float32(1.5), np.float64(-0.25), np.int64(3))
+    assert (type(s.reward), type(s.advantage), type(s.policy_version)) == (float, float, int)
+    assert (s.reward, s.advantage, s.policy_version) == (1.5, -0.25, 3)
+    with pytest.raises(ValueError) as err:
+        Sample(None, 0.0, float("inf"), 0)
+    assert str(err.value) == "Sample.advantage must be finite, got inf"

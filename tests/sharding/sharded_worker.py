@@ -17,8 +17,9 @@ import numpy as np
 
 from r1v2_jax.models import VLM, init_params
 from r1v2_jax.rl.grpo_step import make_grpo_update, make_score_fn
+from r1v2_jax.rl.grpo_step import sharded_grpo_update
 from r1v2_jax.sharding import (DEFAULT_RULES, batch_shardings, make_mesh, param_shardings,
-                               sharded_grpo_update, sharded_init_params, sharded_opt_init,
+                               sharded_init_params, sharded_opt_init,
                                shardings_of)
 from r1v2_jax.train.masks import split_params, trainable_parts
 from tests.sharding import grpo_fixture as fx

@@ -35,8 +35,10 @@ def main() -> None:
 
     from r1v2_jax.losses import bco_delta_init
     from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions
+    from r1v2_jax.rl.grpo_step import sharded_grpo_update
+    from r1v2_jax.rl.mpo_step import sharded_mpo_update
     from r1v2_jax.sharding import (DEFAULT_RULES, batch_shardings, make_mesh,
-                                   sharded_grpo_update, sharded_init_params, sharded_mpo_update,
+                                   sharded_init_params,
                                    sharded_opt_init, shardings_of)
     from r1v2_jax.train.masks import split_params, trainable_parts
     from r1v2_jax.train.steps import sequence_token_logps
