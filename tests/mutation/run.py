@@ -53,7 +53,8 @@ def _trainer_lines() -> dict[str, set[int]]:
 # name: (modules, pytest arguments, line selector or None)
 GROUPS = {
     "batching": (["r1v2_jax/rl/batching.py"], ["tests/rl/test_batching.py"], None),
-    "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py", "tests/rl/test_ssb_config.py"], None),
+    "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py", "tests/rl/test_ssb_config.py",
+                                     "tests/rl/test_ssb_codec.py"], None),
     "answers": (["r1v2_jax/rl/answers.py"],
                 ["tests/rl/test_answer_region.py", "tests/rl/test_rewards.py", "-k",
                  "answer or extraction or bad_reference or soft_timeout or think"], None),
