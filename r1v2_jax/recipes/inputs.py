@@ -100,7 +100,7 @@ def prompt_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None 
     from r1v2_jax.data.records import load_prompt_records
     from r1v2_jax.rl.examples import from_record
 
-    loaded = load_prompt_records(paths.local_copy(path), record_rules(cfg, model, prompt),
+    loaded = load_prompt_records(paths.local_records(path), record_rules(cfg, model, prompt),
                                  tokenizer)
     _report_skips(path, loaded, log)
     records = loaded.records[:limit] if limit else loaded.records
@@ -113,7 +113,7 @@ def preference_pairs(cfg, model, tokenizer, prompt, path: str, limit: int | None
     from r1v2_jax.rl.pairs import pairs_from_records
 
     budget = int(cfg.data.max_response_tokens) or None
-    loaded = load_preference_records(paths.local_copy(path),
+    loaded = load_preference_records(paths.local_records(path),
                                      record_rules(cfg, model, prompt, completion_budget=budget),
                                      tokenizer)
     _report_skips(path, loaded, log)
@@ -125,7 +125,7 @@ def sft_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = N
     from r1v2_jax.data.sft_records import load_sft_records
     from r1v2_jax.train.sft import SFTExample
 
-    loaded = load_sft_records(paths.local_copy(path), record_rules(cfg, model, prompt),
+    loaded = load_sft_records(paths.local_records(path), record_rules(cfg, model, prompt),
                               tokenizer)
     _report_skips(path, loaded, log)
     records = loaded.records[:limit] if limit else loaded.records

@@ -62,6 +62,25 @@ def local_copy(path: str) -> str:
     return str(dst)
 
 
+def local_records(path: str) -> str:
+    """A local copy of a JSONL records file and of every image it names (relative paths
+    keep their place beside the copy), for readers that open local files."""
+    if not is_remote(path):
+        return path
+    local = local_copy(path)
+    base, local_base = epath.Path(path).parent, epath.Path(local).parent
+    for line in epath.Path(local).read_text().splitlines():
+        try:
+            images = json.loads(line).get("images") or []
+        except (json.JSONDecodeError, AttributeError):
+            continue  # the record validator reports it, naming the line
+        for image in images:
+            if isinstance(image, str) and image and not is_remote(image) \
+                    and not os.path.isabs(image) and not (local_base / image).exists():
+                _copy(base / image, local_base / image)
+    return local
+
+
 def _copy(src: epath.Path, dst: epath.Path) -> None:
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)

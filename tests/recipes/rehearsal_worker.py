@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -88,6 +87,28 @@ def flat_params(folder: str) -> dict[str, np.ndarray]:
     return {"/".join(k): np.asarray(v) for k, v in flatten(params).items()}
 
 
+def _option(args: list[str], name: str) -> str:
+    """The value of `name` given as `name VALUE` or `name=VALUE`."""
+    for i, a in enumerate(args):
+        if a == name:
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    raise KeyError(name)
+
+
+def _with_option(args: list[str], name: str, value: str) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out + [name, value]
+
+
 def killed_and_resumed(args: list[str], workdir: Path) -> str:
     """The same command, interrupted after one step (a crash), then run again: resumes."""
     from r1v2_jax.recipes import STAGES as RECIPES
@@ -96,9 +117,8 @@ def killed_and_resumed(args: list[str], workdir: Path) -> str:
     from r1v2_jax.recipes.mpo import mpo_stage_config
     from r1v2_jax.train.config_loader import split_cli_overrides
 
-    i = args.index("--workdir")
-    args = args[:i + 1] + [str(workdir)] + args[i + 2:]
-    cfg = load_recipe(args[args.index("--config") + 1],
+    args = _with_option(args, "--workdir", str(workdir))
+    cfg = load_recipe(_option(args, "--config"),
                       split_cli_overrides([a for a in args if a.startswith("--config.")]))
     if cfg.stage == "mpo":
         cfg = mpo_stage_config(cfg)
@@ -137,8 +157,9 @@ def hf_logits_match(hf_dir: str, jax_dir: str, image: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
-    p.add_argument("--commands", default="", help="JSON file: stage -> argv printed by the "
-                   "launch script's --dry-run (replaces this worker's own argv)")
+    p.add_argument("--commands", default="", help="JSON file: stage -> the `r1v2` argv the "
+                   "launch script's --dry-run runs on a worker ({workdir}, {init}, {rm} and "
+                   "data placeholders), used instead of this worker's own")
     a = p.parse_args()
     out = Path(a.out)
     from tests.hf_fixtures import make_tiny_release
@@ -157,8 +178,8 @@ def main() -> None:
         workdir = out / "runs" / stage
         args = train_args(stage, recipe, workdir, init, data, rm)
         if stage in launch:  # the launch script's own worker command for this stage
-            args = shlex.split(launch[stage].format(**{"workdir": workdir, "init": init,
-                                                       "rm": rm, **data}))
+            fields = {"workdir": workdir, "init": init, "rm": rm, **data}
+            args = [a.format(**fields) for a in launch[stage]]
         assert cli(args) == 0, (stage, args)
         finals[stage] = str(workdir / "final")
         metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
