@@ -44,7 +44,7 @@ def group_advantages(
     std uses `std_ddof` (1 = unbiased as torch/TRL/Tunix; 0 = population).
     A group whose rewards are all equal gets exactly A = 0 for every member: float
     rounding of the mean (G = 5, 6, 7, 12 with rewards like 0.1) would otherwise leave
-    |c| ~ 1e-8 that the std division blows up to ~1e-4..1e-3.
+    |c| ~ 1e-8 that the std division blew up to |A| ~ 6e-4..2.4e-3.
     """
     fn = "group_advantages"
     check_choice(fn, "scale", scale, SCALES)
