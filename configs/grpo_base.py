@@ -55,7 +55,10 @@ def grpo_recipe():
         clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, master_fp32=False))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, trainable="adapter", seed=0, eval_every=50, checkpoint_every=50,
-        keep_checkpoints=3, async_checkpoint=True, progress_bar=True))
+        keep_checkpoints=3, async_checkpoint=True, progress_bar=True,
+        # stop with an error after this many consecutive steps whose update was skipped for
+        # a non-finite loss or gradient (0 = never)
+        max_nonfinite_steps=5))
     c.mesh = ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=-1, tensor=1), dcn=dict()))
     return c
 

@@ -25,6 +25,7 @@ from r1v2_jax.train.host_state import decode_tree, encode_tree
 class Checkpointer:
     def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
         self.save_every = int(save_every)
+        self.directory = directory
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(keep), enable_async_checkpointing=async_save, create=True)
         path = epath.Path(directory)
@@ -35,6 +36,10 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of the complete checkpoints, newest first."""
+        return sorted(self.manager.all_steps(), reverse=True)
 
     def should_save(self, step: int) -> bool:
         return self.save_every > 0 and step % self.save_every == 0

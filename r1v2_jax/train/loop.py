@@ -1,10 +1,17 @@
-"""The step loop shared by the GRPO and MPO trainers: resume, evaluate, train, log,
-checkpoint, with a simulated crash for the resume tests."""
+"""The step loop every trainer runs (`Trainer.run`): resume, evaluate, train, log,
+checkpoint, with a simulated crash for the resume tests.
+
+Faults: SIGTERM / SIGINT (SLURM, `timeout`, Ctrl-C, a preempted VM) take effect between
+steps: the step in flight finishes, its checkpoint is written, the run exits 128 + signal.
+An async checkpoint in flight is always waited for (a crash does not lose it).
+`train.max_nonfinite_steps` consecutive steps whose update was skipped for a non-finite loss
+or gradient stop the run with an error (0 = never)."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from r1v2_jax.errors import Interrupted, UserError, signals_raise, uninterrupted
 from r1v2_jax.train.metrics import MetricsWriter
 
 
@@ -31,6 +38,28 @@ def run_steps(trainer: Trainer, steps: int, *, metrics: MetricsWriter | None = N
     own_writer = metrics is None
     metrics = metrics or MetricsWriter(trainer.workdir,
                                        resume_step=trainer.step if resumed else None)
+    try:
+        with signals_raise():
+            return _loop(trainer, steps, metrics, stop_after, eval_at_start)
+    except Interrupted:
+        # the signal was held until the step in flight finished (`uninterrupted`): the
+        # state is a completed step; save it unless the newest checkpoint already has it
+        if trainer.ckpt.latest_step() != trainer.step and trainer.step > 0:
+            trainer.log(f"[{trainer.stage}] interrupted: saving step {trainer.step}")
+            trainer.save(force=True)
+        raise
+    finally:
+        trainer.ckpt.wait()  # a crash or signal must not lose an async save in flight
+        if own_writer:
+            metrics.close()
+
+
+class NonFiniteTraining(UserError):
+    """train.max_nonfinite_steps consecutive steps skipped their update (non-finite loss or
+    gradients): the run stops instead of idling on a broken model."""
+
+
+def _loop(trainer: Trainer, steps: int, metrics: MetricsWriter, stop_after, eval_at_start):
     if trainer.step == 0 and eval_at_start:
         metrics.write({"step": 0, "stage": trainer.stage, **trainer.evaluate()})
     from tqdm import tqdm
@@ -39,12 +68,24 @@ def run_steps(trainer: Trainer, steps: int, *, metrics: MetricsWriter | None = N
     bar = tqdm(total=steps, initial=trainer.step, desc=trainer.stage, leave=False,
                disable=not train_cfg.get("progress_bar", False))
     every = int(train_cfg.eval_every)
-    done, record = 0, {}
+    max_bad = int(train_cfg.get("max_nonfinite_steps", 0))
+    done, record, bad, skipped_before = 0, {}, 0, None
     while trainer.step < steps:
-        record = trainer.train_step()
+        with uninterrupted():  # SIGTERM / Ctrl-C take effect between steps
+            record = trainer.train_step()
+        skipped = record.get("skipped_updates")
+        if skipped is not None:
+            bad = bad + 1 if skipped_before is not None and skipped > skipped_before else 0
+            skipped_before = skipped
         if trainer.step == steps or (every and trainer.step % every == 0):
             record.update(trainer.evaluate())
         metrics.write(record)
+        if max_bad and bad >= max_bad:
+            raise NonFiniteTraining(
+                f"[{trainer.stage}] {bad} consecutive steps up to step {trainer.step} had a "
+                f"non-finite loss or gradient and skipped their update "
+                f"(train.max_nonfinite_steps={max_bad}); the newest checkpoint is step "
+                f"{trainer.ckpt.latest_step()}: lower optim.lr or check the data and weights")
         if trainer.ckpt.should_save(trainer.step) or trainer.step == steps:
             trainer.save(force=trainer.step == steps)
         bar.update(1)
@@ -52,7 +93,4 @@ def run_steps(trainer: Trainer, steps: int, *, metrics: MetricsWriter | None = N
         if stop_after is not None and done >= stop_after:
             break
     bar.close()
-    trainer.ckpt.wait()
-    if own_writer:
-        metrics.close()
     return record

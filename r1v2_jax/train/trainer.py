@@ -105,15 +105,29 @@ class Trainer:
         self.ckpt.save(self.step, self._full_device_state(), self.host_state(), force=force)
 
     def maybe_resume(self) -> bool:
-        latest = self.ckpt.latest_step()
-        if latest is None:
-            return False
-        state, host = self.ckpt.restore(latest, self._restore_template())
-        self.step = int(state.pop("step"))
-        self.load_device_state(state)
-        self.load_host_state(host)
-        self.log(f"[{self.stage}] resumed from step {self.step}")
-        return True
+        """Restores the newest checkpoint that reads back whole; an unreadable one (a disk
+        error, a truncated file) is skipped with a message naming it."""
+        steps = self.ckpt.all_steps()
+        for step in steps:
+            try:
+                state, host = self.ckpt.restore(step, self._restore_template())
+                step_in_state = int(state.pop("step"))
+                self.load_device_state(state)
+                self.load_host_state(host)
+            except Exception as err:  # noqa: BLE001 - any failure means "not intact"
+                self.log(f"[{self.stage}] checkpoint step {step} in {self.ckpt.directory} is "
+                         f"unreadable ({type(err).__name__}: {str(err)[:200]}); trying an "
+                         f"older one")
+                continue
+            self.step = step_in_state
+            skipped = [s for s in steps if s > step]
+            self.log(f"[{self.stage}] resumed from step {self.step}"
+                     + (f" (skipped unreadable checkpoint(s) {skipped})" if skipped else ""))
+            return True
+        if steps:
+            raise RuntimeError(f"[{self.stage}] no checkpoint in {self.ckpt.directory} can be "
+                               f"read (steps {steps}); move them away to start afresh")
+        return False
 
     def run(self, steps: int | None = None, metrics: MetricsWriter | None = None,
             stop_after: int | None = None) -> dict[str, Any]:

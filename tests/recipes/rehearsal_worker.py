@@ -137,11 +137,25 @@ def hf_logits_match(hf_dir: str, jax_dir: str, image: str) -> dict:
     from r1v2_jax.convert import load_jax_checkpoint
     from r1v2_jax.models import VLM
 
-    processor = AutoProcessor.from_pretrained(hf_dir)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:  # InternVLProcessor builds a video processor, which needs
+        # torchvision; the CPU torch here has none that loads: leave the video part out
+        from transformers import ProcessorMixin
+        from transformers.models.auto import video_processing_auto
+
+        check = ProcessorMixin.check_argument_for_proper_class
+        video_processing_auto.AutoVideoProcessor.from_pretrained = classmethod(
+            lambda cls, *a, **k: None)
+        ProcessorMixin.check_argument_for_proper_class = (
+            lambda self, name, arg: None if name == "video_processor" and arg is None
+            else check(self, name, arg))
+    processor = AutoProcessor.from_pretrained(hf_dir, backend="pil")
     model = InternVLForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    messages = [{"role": "user", "content": [{"type": "image"},
-                                             {"type": "text", "text": "How many dots?"}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    # the checkpoint's chat template (the tokenizer's); the processor expands the image token
+    messages = [{"role": "user", "content": f"{processor.image_token}\nHow many dots?"}]
+    text = processor.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                   tokenize=False)
     inputs = processor(text=[text], images=[Image.open(image)], return_tensors="pt")
     with torch.no_grad():
         ref = model(**inputs).logits.numpy()
