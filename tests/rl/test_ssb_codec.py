@@ -34,6 +34,7 @@ class Inner:
 class Outer:
     maybe: Optional[Inner]
     either: Inner | str
+    other: str | Inner  # the dataclass is not the first member of the union
     pairs: tuple[Inner, ...]
     table: dict[str, Inner]
     items: list[int]
@@ -41,13 +42,14 @@ class Outer:
 
 
 def test_decode_value_follows_the_hints():
-    value = Outer(Inner(1), "s", (Inner(2), Inner(3)), {"k": Inner(4)}, [5, 6], np.ones(2))
+    value = Outer(Inner(1), "s", Inner(8), (Inner(2), Inner(3)), {"k": Inner(4)}, [5, 6],
+                  np.ones(2))
     back = decode_value(encode_value(value), Outer)
-    assert back.maybe == Inner(1) and back.either == "s"
+    assert back.maybe == Inner(1) and back.either == "s" and back.other == Inner(8)
     assert back.pairs == (Inner(2), Inner(3)) and type(back.pairs) is tuple
     assert back.table == {"k": Inner(4)} and back.items == [5, 6] and type(back.items) is list
     np.testing.assert_array_equal(back.arr, np.ones(2))
-    none = decode_value(encode_value(Outer(None, Inner(7), (), {}, [], np.zeros(0))), Outer)
+    none = decode_value(encode_value(Outer(None, Inner(7), "t", (), {}, [], np.zeros(0))), Outer)
     assert none.maybe is None and none.either == Inner(7) and none.pairs == ()
     arr = np.arange(3)
     assert decode_value(arr, Outer) is arr  # already decoded by the checkpoint reader
