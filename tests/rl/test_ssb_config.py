@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from r1v2_jax.rl.ssb import BufferEntry, Payload, Sample, SSBConfig
+from r1v2_jax.rl.ssb import BufferEntry, Payload, Sample, SSBConfig, SSBState
 
 
 def test_defaults_are_the_documented_ones():
@@ -61,7 +61,10 @@ def test_value_objects_are_frozen_and_compared_by_identity():
     assert s != t and len({s, t}) == 2
     e = BufferEntry(0, s, 0)
     assert e != BufferEntry(0, s, 0)
-    for obj, name in ((p, "prompt_ref"), (s, "advantage"), (e, "reuse_count")):
+    st = SSBState.init(0)
+    assert st != SSBState(st.entries, st.next_entry_id, st.rng_state)
+    for obj, name in ((p, "prompt_ref"), (s, "advantage"), (e, "reuse_count"),
+                      (st, "next_entry_id")):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, name, 1)
 
