@@ -45,7 +45,7 @@ def write_text_atomic(path: str, text: str) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.parent / (p.name + ".tmp")
     tmp.write_text(text)
-    tmp.rename(p)
+    tmp.replace(p)
 
 
 _CACHE = os.path.join(tempfile.gettempdir(), "r1v2_remote_cache")

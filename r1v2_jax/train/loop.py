@@ -54,6 +54,17 @@ def run_steps(trainer: Trainer, steps: int, *, metrics: MetricsWriter | None = N
             metrics.close()
 
 
+def _one_step(trainer: Trainer, steps: int, metrics: MetricsWriter, every: int) -> dict:
+    """Train, evaluate when due, log, checkpoint when due."""
+    record = trainer.train_step()
+    if trainer.step == steps or (every and trainer.step % every == 0):
+        record.update(trainer.evaluate())
+    metrics.write(record)
+    if trainer.ckpt.should_save(trainer.step) or trainer.step == steps:
+        trainer.save(force=trainer.step == steps)
+    return record
+
+
 class NonFiniteTraining(UserError):
     """train.max_nonfinite_steps consecutive steps skipped their update (non-finite loss or
     gradients): the run stops instead of idling on a broken model."""
@@ -71,23 +82,18 @@ def _loop(trainer: Trainer, steps: int, metrics: MetricsWriter, stop_after, eval
     max_bad = int(train_cfg.get("max_nonfinite_steps", 0))
     done, record, bad, skipped_before = 0, {}, 0, None
     while trainer.step < steps:
-        with uninterrupted():  # SIGTERM / Ctrl-C take effect between steps
-            record = trainer.train_step()
+        with uninterrupted():  # SIGTERM / Ctrl-C take effect between steps, after logging
+            record = _one_step(trainer, steps, metrics, every)
         skipped = record.get("skipped_updates")
         if skipped is not None:
             bad = bad + 1 if skipped_before is not None and skipped > skipped_before else 0
             skipped_before = skipped
-        if trainer.step == steps or (every and trainer.step % every == 0):
-            record.update(trainer.evaluate())
-        metrics.write(record)
         if max_bad and bad >= max_bad:
             raise NonFiniteTraining(
                 f"[{trainer.stage}] {bad} consecutive steps up to step {trainer.step} had a "
                 f"non-finite loss or gradient and skipped their update "
                 f"(train.max_nonfinite_steps={max_bad}); the newest checkpoint is step "
                 f"{trainer.ckpt.latest_step()}: lower optim.lr or check the data and weights")
-        if trainer.ckpt.should_save(trainer.step) or trainer.step == steps:
-            trainer.save(force=trainer.step == steps)
         bar.update(1)
         done += 1
         if stop_after is not None and done >= stop_after:
