@@ -60,7 +60,8 @@ def answer_question(config: VLMConfig, params, tokenizer: Tokenizer, question: s
     images = preprocess_images([] if image is None else [image], tiling_for(config, max_tiles))
     question = ensure_image_tags(question, len(images.num_tiles))
     prompt = encode_prompt(tokenizer, question, images.num_tiles,
-                           PromptConfig(system=system, num_image_token=config.num_image_tokens))
+                           PromptConfig(system=system, num_image_token=config.num_image_tokens,
+                                        chat_template=tokenizer.chat_template))
     stops = tuple(dict.fromkeys((tokenizer.eos_id, tokenizer.pad_id)))
     out = generate(config, params, np.asarray([prompt], np.int32),
                    images.pixel_values if images.num_tiles else None,
