@@ -49,6 +49,41 @@ def runs(cfg, params, mesh) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def trainer_rollout(mesh) -> dict:
+    """One GRPO step of the demo's tiny setup on `mesh`: its rollout must run the
+    engine's programs on that mesh."""
+    import tempfile
+
+    from r1v2_jax.demo.pipeline import build_context
+    from r1v2_jax.models import init_params
+    from r1v2_jax.rl.grpo_trainer import GRPOTrainer
+    from r1v2_jax.train.config_loader import apply_overrides, load_config_file
+
+    overrides = [
+        "config.model.vision.image_size=28", "config.model.vision.hidden_size=32",
+        "config.model.vision.intermediate_size=64", "config.model.text.hidden_size=32",
+        "config.model.text.intermediate_size=64", "config.model.text.num_hidden_layers=2",
+        "config.model.text.num_attention_heads=4", "config.model.text.head_dim=8",
+        "config.demo.num_examples=20", "config.demo.num_heldout=4",
+        "config.rollout.prompts_per_step=2", "config.rollout.num_generations=4",
+        "config.rollout.max_new_tokens=8", "config.grpo.micro_batch_size=4",
+        "config.train.steps=1", "config.train.eval_every=0", "config.train.checkpoint_every=0",
+        "config.train.progress_bar=False", "config.ssb.enabled=False"]
+    cfg = apply_overrides(load_config_file("configs/grpo_demo.py"), overrides)
+    with tempfile.TemporaryDirectory() as workdir:
+        ctx = build_context(cfg, workdir, log=lambda _: None)
+        params = jax.jit(lambda r: init_params(ctx.model, r))(jax.random.key(0))
+        trainer = GRPOTrainer(cfg, ctx.model, params, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                              train=ctx.train, heldout=ctx.heldout, score=ctx.score,
+                              workdir=workdir, log=lambda _: None, mesh=mesh,
+                              rules=DEFAULT_RULES)
+        engine.clear_program_cache()
+        record = trainer.train_step()
+    plans = [k for k in engine._PROGRAMS if isinstance(k, engine.Plan)]
+    return {"plans": len(plans), "on_mesh": all(p.mesh is mesh for p in plans),
+            "response_len_mean": record["response_len_mean"]}
+
+
 if __name__ == "__main__":
     if jax.device_count() != 8:
         sys.exit(f"expected 8 simulated devices, got {jax.device_count()} (XLA_FLAGS unset?)")
@@ -81,5 +116,6 @@ if __name__ == "__main__":
             info[prefix] = {"cache_spec": [str(a) for a in caches[0][0].spec],
                             "qproj_split": len({str(s.index) for s in p["text"]["layers"]["attn"]
                                                 ["q_proj"]["kernel"].addressable_shards})}
+    info["trainer"] = trainer_rollout(make_mesh(dict(data=2, fsdp=2, tensor=2)))
     arrays["info"] = np.asarray(json.dumps(info))
     np.savez(sys.argv[1], **arrays)

@@ -1,6 +1,7 @@
 """Sharded generation on 8 simulated CPU devices (tensor=4; data=4 x tensor=2) equals the
 single-device engine: the same greedy tokens, the same sampled tokens with log-probs within
-1e-4, static and continuous; parameters and KV caches are really split.
+1e-4, static and continuous; parameters and KV caches are really split; a GRPO trainer
+given a mesh rolls out through it.
 
 The simulated devices must be configured before JAX starts, so the generation runs in a
 subprocess (`sharded_worker.py`); this process only compares the numbers.
@@ -64,3 +65,8 @@ def test_params_caches_and_rows_are_split(run):
     assert info["data4_tensor2"]["cache_spec"] == ["data", "None", "tensor"]
     assert info["tensor4"]["qproj_split"] == 4 and info["data4_tensor2"]["qproj_split"] == 2
     assert int(run["data4_tensor2/sampled/rows_split"]) == 4  # output rows stay over data
+
+
+def test_the_grpo_trainer_on_a_mesh_rolls_out_through_sharded_generation(run):
+    t = run["info"]["trainer"]
+    assert t["plans"] >= 1 and t["on_mesh"] and t["response_len_mean"] > 0
