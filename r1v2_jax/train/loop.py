@@ -9,7 +9,11 @@ or gradient stop the run with an error (0 = never)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from typing import Any, Protocol
+
+import jax
 
 from r1v2_jax.errors import Interrupted, UserError, signals_raise, uninterrupted
 from r1v2_jax.train.metrics import MetricsWriter
@@ -38,8 +42,12 @@ def run_steps(trainer: Trainer, steps: int, *, metrics: MetricsWriter | None = N
     own_writer = metrics is None
     metrics = metrics or MetricsWriter(trainer.workdir,
                                        resume_step=trainer.step if resumed else None)
+    # One process: SIGTERM / SIGINT are handled here. Several: every process must save the
+    # same step, so a signal is left to JAX's preemption notifier and the processes agree on
+    # the step through `reached_preemption_sync_point` (see `_preempted`).
+    handle = signals_raise() if jax.process_count() == 1 else contextlib.nullcontext()
     try:
-        with signals_raise():
+        with handle:
             return _loop(trainer, steps, metrics, stop_after, eval_at_start)
     except Interrupted:
         # the signal was held until the step in flight finished (`uninterrupted`): the
@@ -63,6 +71,18 @@ def _one_step(trainer: Trainer, steps: int, metrics: MetricsWriter, every: int) 
     if trainer.ckpt.should_save(trainer.step) or trainer.step == steps:
         trainer.save(force=trainer.step == steps)
     return record
+
+
+def _preempted(step: int) -> bool:
+    """Multi-process runs: whether a preemption notice (SIGTERM to any process, e.g. a TPU
+    maintenance event) reached every process at this step."""
+    if jax.process_count() == 1:
+        return False
+    from jax.experimental import multihost_utils
+    try:
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+    except RuntimeError:  # no preemption service (jax.distributed not initialised)
+        return False
 
 
 class NonFiniteTraining(UserError):
@@ -94,6 +114,8 @@ def _loop(trainer: Trainer, steps: int, metrics: MetricsWriter, stop_after, eval
                 f"non-finite loss or gradient and skipped their update "
                 f"(train.max_nonfinite_steps={max_bad}); the newest checkpoint is step "
                 f"{trainer.ckpt.latest_step()}: lower optim.lr or check the data and weights")
+        if _preempted(trainer.step):
+            raise Interrupted(signal.SIGTERM)  # saved by run_steps, on every process
         bar.update(1)
         done += 1
         if stop_after is not None and done >= stop_after:
