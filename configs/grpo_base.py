@@ -62,8 +62,3 @@ def grpo_recipe():
     c.mesh = ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=-1, tensor=1), dcn=dict()))
     return c
 
-
-def get_config(arg=None):
-    """The bare GRPO recipe (no model section: the checkpoint's own config applies)."""
-    from smoke import apply_arg
-    return apply_arg(grpo_recipe(), arg)

@@ -72,8 +72,3 @@ def mpo_demo_defaults():
                reward=dict(w_rm=0.5, rm_gate="agree"))
     return ml_collections.ConfigDict(dict(rm=rm, mpo=mpo))
 
-
-def get_config(arg=None):
-    """The bare MPO recipe (no model section: the checkpoint's own config applies)."""
-    from smoke import apply_arg
-    return apply_arg(mpo_recipe(), arg)
