@@ -279,7 +279,8 @@ class GRPOTrainer(Trainer):
                        tiles_per_micro=len(samples) * (self.tiles_per_micro // int(g.micro_batch_size)),
                        pad_id=self.tok.pad_id, image_shape=self.image_shape)
         pix = None if b.pixel_values is None else b.pixel_values[0]
-        return np.asarray(self.score_logps(self.params(), b.input_ids[0], b.attention_mask[0], pix))
+        from r1v2_jax.sharding.host import to_host
+        return to_host(self.score_logps(self.params(), b.input_ids[0], b.attention_mask[0], pix))
 
     def _put(self, mb):
         """Shards each micro-batch's rows over the batch mesh axes ([M, b, ...]: axis 1)."""

@@ -140,8 +140,10 @@ def rollout(config, params, examples: Sequence[PromptExample], options: Sampling
                    eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, seed=seed,
                    sample_ids=np.asarray([e.uid for e in examples], np.int32), mesh=mesh,
                    rules=rules, slots=slots)
-    tokens, logps = np.asarray(out.tokens), np.asarray(out.logprobs)
-    lengths, truncated = np.asarray(out.lengths), np.asarray(out.truncated)
+    from r1v2_jax.sharding.host import to_host  # every row on every process
+
+    tokens, logps = to_host(out.tokens), to_host(out.logprobs)
+    lengths, truncated = to_host(out.lengths), to_host(out.truncated)
     seconds, after = time.perf_counter() - start, engine_stats()
     if (tokens[np.arange(options.max_new_tokens)[None, :] < lengths[:, None]]
             == config.image_token_id).any():
