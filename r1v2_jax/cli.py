@@ -25,6 +25,7 @@ _COMMANDS = {
     "demo": "r1v2_jax.demo.cli",
     "plan": "r1v2_jax.tools.plan",
     "bench": "r1v2_jax.tools.bench",
+    "data": "r1v2_jax.recipes.data_cli",
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from collections import Counter
 from typing import Any, Callable
 
@@ -42,17 +43,23 @@ def read_image_bytes(ref, where: str) -> bytes:
     return p.read_bytes()
 
 
-def open_image_ref(ref, where: str, *, decode: bool = True) -> Image.Image:
-    """An image reference -> PIL image (RGB, fully decoded when `decode`); a bad one is an
-    `ImageError` naming the path (or the row field, for bytes)."""
+def open_image_ref(ref, where: str, *, decode: bool = True):
+    """An image reference -> RGB PIL image, fully decoded (or, without `decode`, only its
+    (width, height) from the header); a bad one is an `ImageError` naming the path (or
+    the row's field, for bytes)."""
     name = ref if isinstance(ref, str) else where
-    data = read_image_bytes(ref, where)
+    local = isinstance(ref, str) and "://" not in ref
+    if local and not os.path.exists(ref):
+        raise ImageError(f"image not found: {ref}")
+    # a local path is opened by name (a header read stays a header read; PIL's messages
+    # are records.py's); bytes and remote files through memory
+    fp = ref if local else io.BytesIO(read_image_bytes(ref, where))
     try:
-        img = Image.open(io.BytesIO(data))
-        if not decode:
-            return img
-        img.load()  # truncated data fails here
-        return img.convert("RGB")
+        with Image.open(fp) as img:
+            if not decode:
+                return img.size
+            img.load()  # truncated data fails here
+            return img.convert("RGB")
     except _PIL_ERRORS as err:
         raise ImageError(f"cannot read image {name}: {err}") from err
 
@@ -66,7 +73,8 @@ def _images(obj: dict, source: str, rules: rec.RecordRules):
             raise rec.RecordError(source, name, "bad_type",
                                   "expected a non-empty path string or image bytes")
         try:
-            w, h = open_image_ref(ref, f"{source} {name}", decode=rules.decode_images).size
+            w, h = (open_image_ref(ref, f"{source} {name}").size if rules.decode_images
+                    else open_image_ref(ref, f"{source} {name}", decode=False))
         except ImageError as err:
             reason = "image_missing" if "not found" in str(err) else "image_corrupt"
             raise rec.RecordError(source, name, reason, str(err)) from err
