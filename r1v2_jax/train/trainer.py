@@ -84,25 +84,33 @@ class Trainer:
     def _full_device_state(self) -> dict[str, Any]:
         return {**self.device_state(), "step": jnp.asarray(self.step, jnp.int32)}
 
-    def _restore_template(self) -> dict[str, Any]:
-        """The device state's shapes and shardings. On a mesh, leaves that live on one device
-        (step counters, RNG keys, the BCO delta: created uncommitted, so jit would move them)
-        are restored replicated over the mesh: a restored array is committed, and one
-        committed to a single device cannot meet sharded parameters in a jitted step."""
-        state = self._full_device_state()
+    def _replicated(self):
+        """On a multi-device mesh: the replicated sharding for leaves that live on one
+        device (step counters, RNG keys, the BCO delta: created uncommitted). A restored
+        array is committed, and one committed to a single device cannot meet sharded
+        parameters in a jitted step; with several processes orbax cannot save it at all."""
         mesh = getattr(self, "mesh", None)
-        if mesh is None:
-            return state
-        replicated = NamedSharding(mesh, PartitionSpec())
+        if mesh is None or mesh.size == 1:
+            return None
+        return NamedSharding(mesh, PartitionSpec())
 
-        def template(x):
-            if isinstance(x.sharding, SingleDeviceSharding) and mesh.size > 1:
-                return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
-            return x
-        return jax.tree.map(template, state)
+    def _saved_state(self) -> dict[str, Any]:
+        state, replicated = self._full_device_state(), self._replicated()
+        if replicated is None:
+            return state
+        return jax.tree.map(lambda x: jax.device_put(x, replicated)
+                            if isinstance(x.sharding, SingleDeviceSharding) else x, state)
+
+    def _restore_template(self) -> dict[str, Any]:
+        """The device state's shapes and shardings (single-device leaves: replicated)."""
+        state, replicated = self._full_device_state(), self._replicated()
+        if replicated is None:
+            return state
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
+                            if isinstance(x.sharding, SingleDeviceSharding) else x, state)
 
     def save(self, force: bool = False) -> None:
-        self.ckpt.save(self.step, self._full_device_state(), self.host_state(), force=force)
+        self.ckpt.save(self.step, self._saved_state(), self.host_state(), force=force)
 
     def maybe_resume(self) -> bool:
         """Restores the newest checkpoint that reads back whole; an unreadable one (a disk
