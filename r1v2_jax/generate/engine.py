@@ -294,7 +294,11 @@ def decode_program(plan: Plan):
             from r1v2_jax.generate.continuous import continuous_decode as fn
         else:
             fn = static_decode
-        _PROGRAMS[plan] = jax.jit(traced_on_mesh(plan, lambda *a: fn(plan, *a), plan.rows))
+        out = None
+        if plan.mesh is not None:  # small outputs, replicated: every process can read them
+            out = jax.sharding.NamedSharding(plan.mesh, jax.sharding.PartitionSpec())
+        _PROGRAMS[plan] = jax.jit(traced_on_mesh(plan, lambda *a: fn(plan, *a), plan.rows),
+                                  out_shardings=out)
     return _PROGRAMS[plan]
 
 
