@@ -59,7 +59,7 @@ def register(subparsers) -> None:
                    "tokens included (default 1024); the rest of --seq-len is generated")
     p.add_argument("--slots", type=int, default=0, help="continuous batching on this many "
                    "decode slots (default 0: one static batch of --decode-batch rows)")
-    p.add_argument("--decode-mesh", help="mesh for the decode step (default: --mesh)")
+    p.add_argument("--decode-mesh", help="mesh for the rollout programs (default: --mesh)")
     p.add_argument("--attention", choices=("flash", "xla"), default="flash",
                    help="attention memory model: flash (default; blockwise stand-in for the "
                    "cudnn/splash kernels, [block, T] scores) or xla ([T, T] scores)")
