@@ -90,12 +90,15 @@ def _restore_head(head_dir, dtype=None) -> dict:
             k: ocp.RestoreArgs(restore_type=np.ndarray, dtype=cast) for k in ("kernel", "bias")}))
 
 
-def load_reward_model(path: str | os.PathLike, *, dtype=None) -> tuple[VLMConfig, dict]:
-    """(config, rm params as numpy): the inverse of `save_reward_model`."""
+def load_reward_model(path: str | os.PathLike, *, dtype=None,
+                      shardings=None) -> tuple[VLMConfig, dict]:
+    """(config, rm params): the inverse of `save_reward_model`. shardings: None -> numpy
+    on this host; else the VLM part's shardings (`load_jax_checkpoint`): every array is
+    restored straight onto its shard (the small head stays a host array)."""
     head_dir = as_abs_path(path) / VALUE_HEAD_DIR
     if not head_dir.is_dir():
         raise ConversionError(f"{head_dir}: not found (a VLM checkpoint without a value head?)")
-    config, lm = load_jax_checkpoint(path, dtype=dtype)
+    config, lm = load_jax_checkpoint(path, dtype=dtype, shardings=shardings)
     head = _restore_head(head_dir, dtype)
     _check_head(config, head, str(head_dir))
     return config, {**lm, VALUE_HEAD: head}

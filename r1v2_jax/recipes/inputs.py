@@ -143,8 +143,14 @@ def reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules, l
     r = cfg.reward
     if float(r.w_rm) == 0.0:
         return None, None
+    from r1v2_jax.convert.orbax_io import read_jax_config
+    from r1v2_jax.sharding import param_shardings
+
     src = str(r.rm_checkpoint)
-    rm_config, rm_params = load_reward_model(src, dtype=model.param_dtype)
+    rm_config = read_jax_config(src).replace(**runtime_model_fields(cfg))
+    shardings = param_shardings(rm_config, mesh, rules) if mesh is not None else None
+    rm_config, rm_params = load_reward_model(src, dtype=rm_config.param_dtype,
+                                             shardings=shardings)  # onto the mesh
     rm_config = rm_config.replace(**runtime_model_fields(cfg))
     cal_file = str(r.rm_calibration or paths.join(src, "calibration.json"))
     calibration = Calibration.from_dict(paths.read_json(cal_file, what="reward.rm_calibration"))
