@@ -19,9 +19,22 @@ from r1v2_jax.train.packing import pack_sequences, pack_tiles, to_micro  # noqa:
 
 def grpo_batch(samples: Sequence[Sample], *, seq_len: int, micro: int, tiles_per_micro: int,
                pad_id: int, image_shape: tuple[int, int, int],
-               is_weights: np.ndarray | None = None) -> GRPOBatch:
+               is_weights: np.ndarray | None = None,
+               loss_mask: np.ndarray | None = None) -> GRPOBatch:
+    """loss_mask: [N] (per sample) or [N, T-1] (per token, aligned with the completion
+    mask) 0/1 array multiplied into the completion mask: truncated completions
+    (`mask_truncated_completions`) and rejected tokens (rollout correction `rs_level`)
+    leave every loss denominator, the KL term and the batch-level selections, as TRL's
+    and verl's modified completion / response masks do."""
     ids, attn, comp = pack_sequences([s.example.prompt_ids for s in samples],
                                      [s.completion_ids for s in samples], seq_len, pad_id)
+    if loss_mask is not None:
+        keep = np.asarray(loss_mask, np.float32)
+        keep = keep[:, None] if keep.ndim == 1 else keep
+        if keep.shape not in ((len(samples), 1), comp.shape):
+            raise ValueError(f"grpo_batch: loss_mask must have shape ({len(samples)},) or "
+                             f"{comp.shape}, got {np.shape(loss_mask)}")
+        comp = comp * keep
     old = np.zeros_like(comp)
     for i, s in enumerate(samples):
         start = len(s.example.prompt_ids) - 1

@@ -42,7 +42,9 @@ class GRPOBatch:
     """One update batch, split into micro-batches on the leading axis.
 
     input_ids, attention_mask: [M, b, T] prompt + completion tokens;
-    completion_mask: [M, b, T-1] 1 where the *target* token t+1 is a completion token;
+    completion_mask: [M, b, T-1] 1 where the *target* token t+1 is a completion token in
+    the loss (truncated completions and rejected tokens are 0: `batching.grpo_batch`
+    loss_mask; every denominator, the KL and the selections see this mask);
     old_logps: [M, b, T-1] behaviour/old log-probs aligned with completion_mask;
     advantages: [M, b]; is_weights: [M, b] (per sequence) or [M, b, T-1] (per token);
     pixel_values: [M, tiles, H, W, 3] or None.

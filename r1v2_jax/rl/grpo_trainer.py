@@ -30,8 +30,8 @@ from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.dynamic_sampling import collect_groups
 from r1v2_jax.rl.grpo_step import (GRPOLossOptions, make_grpo_update, make_score_fn,
                                    rollout_correction_enabled)
-from r1v2_jax.rl.off_policy import correction_weights
-from r1v2_jax.rl.reward_shaping import apply_overlong, mask_truncated
+from r1v2_jax.rl.off_policy import correction_terms
+from r1v2_jax.rl.reward_shaping import apply_overlong, mask_truncated, truncation_keep
 from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
 from r1v2_jax.rl import ssb as ssb_lib
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
@@ -218,11 +218,12 @@ class GRPOTrainer(Trainer):
         else:
             batch, is_weights, ssb_metrics = fresh, None, {"replay_ratio": 0.0}
         rc_metrics: dict[str, float] = {}
+        loss_mask = None  # [N, T-1]: rejection sampling's kept tokens
         if rollout_correction_enabled(g):
-            is_weights, rc_metrics = correction_weights(batch, self._score(batch),
-                                                        g.rollout_correction, is_weights)
+            is_weights, loss_mask, rc_metrics = correction_terms(batch, self._score(batch),
+                                                                 g.rollout_correction, is_weights)
         effective_batch = float(np.mean([abs(s.advantage) > tol for s in batch]))
-        upd = self._update(batch, is_weights)
+        upd = self._update(batch, is_weights, loss_mask)
         record = {
             "step": self.step, "stage": self.stage,
             "reward_mean": float(rewards.mean()),
@@ -246,8 +247,12 @@ class GRPOTrainer(Trainer):
         wrapped = [ssb_lib.Sample(ssb_lib.Payload(s.example.uid, s.completion_ids, s.behaviour_logps),
                                   s.reward, s.advantage, s.policy_version) for s in fresh]
         picked = self.ssb.assemble(wrapped, step=self.step, policy_version=self.step)
+        originals = {id(w): s for w, s in zip(wrapped, fresh)}
         batch = []
         for w in picked.samples:
+            if id(w) in originals:  # a fresh sample goes on as itself (its `truncated` too)
+                batch.append(originals[id(w)])
+                continue
             p = w.payload
             batch.append(Sample(self.by_uid[int(p.prompt_ref)], np.asarray(p.response_ids, np.int32),
                                 np.asarray(p.behaviour_logps, np.float32), "", False,
@@ -294,8 +299,13 @@ class GRPOTrainer(Trainer):
             return jax.device_put(x, NamedSharding(self.mesh, P(None, *spec)))
         return jax.tree.map(put, mb)
 
-    def _update(self, batch: list[Sample], is_weights) -> dict[str, float]:
+    def _update(self, batch: list[Sample], is_weights, loss_mask=None) -> dict[str, float]:
+        """loss_mask: None or [N, T-1] (rollout-correction rejection); truncated completions
+        leave it too under `mask_truncated_completions` (TRL's completion mask)."""
         g = self.cfg.grpo
+        if g.get("mask_truncated_completions", False):
+            keep = truncation_keep(batch)[:, None]
+            loss_mask = keep if loss_mask is None else loss_mask * keep
         iterations = int(g.num_iterations)
         # Only the step's first optimizer update sees the policy the batch was scored with
         # (rho == 1); every later one (the next mini-batch, the next iteration) needs the
@@ -311,7 +321,8 @@ class GRPOTrainer(Trainer):
                 mb = grpo_batch([batch[i] for i in idx], seq_len=self.seq_len,
                                 micro=int(g.micro_batch_size), tiles_per_micro=self.tiles_per_micro,
                                 pad_id=self.tok.pad_id, image_shape=self.image_shape,
-                                is_weights=None if is_weights is None else is_weights[idx])
+                                is_weights=None if is_weights is None else is_weights[idx],
+                                loss_mask=None if loss_mask is None else loss_mask[idx])
                 if it == 0 and start == 0:
                     fn = self.update_on_policy
                 else:

@@ -27,10 +27,16 @@ def apply_overlong(samples: Sequence[Sample], overlong_cfg, max_new_tokens: int)
 
 
 def mask_truncated(samples: Sequence[Sample]) -> None:
-    """TRL `mask_truncated_completions`: a completion cut at max_new_tokens teaches nothing
-    about its ending. Here its advantage is set to 0 (after the group statistics, which
-    still include it, as in TRL), so its policy term is exactly zero; unlike TRL's masked
-    completion it still counts in the loss denominators and the KL term."""
+    """TRL `mask_truncated_completions`, advantage side: a completion cut at max_new_tokens
+    teaches nothing about its ending. Its advantage is set to 0 after the group statistics
+    (which still include it, as in TRL), so the SSB neither counts it as effective nor
+    buffers it. The loss side is `truncation_keep`: the trainer removes its tokens from
+    the loss mask, hence from every denominator and the KL term, as TRL's completion mask."""
     for s in samples:
         if s.truncated:
             s.advantage = 0.0
+
+
+def truncation_keep(samples: Sequence[Sample]) -> np.ndarray:
+    """[N] fp32: 0 for a truncated completion, 1 otherwise (`grpo_batch(loss_mask=)`)."""
+    return np.asarray([0.0 if s.truncated else 1.0 for s in samples], np.float32)

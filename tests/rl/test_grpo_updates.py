@@ -81,7 +81,7 @@ def test_sampler_and_update_agree_on_log_probs(tmp_path):
 def test_second_edition_options_reach_the_update(tmp_path):
     """Every new grpo field, selected by name from the config, runs through a trainer step
     and logs its metrics: RLOO, SAPO at GSPO-token level, entropy bonus + high-entropy mask,
-    rollout correction, dynamic sampling, overlong shaping, truncated masking."""
+    rollout correction, dynamic sampling, overlong shaping; then truncated masking."""
     cfg = apply_overrides(load_config_file("configs/grpo_demo.py"), OVERRIDES + [
         "config.grpo.num_iterations=1", "config.grpo.mini_batch_size=0", "config.train.steps=1",
         "config.train.eval_every=0", "config.train.checkpoint_every=0", "config.ssb.enabled=False",
@@ -91,8 +91,7 @@ def test_second_edition_options_reach_the_update(tmp_path):
         "config.grpo.rollout_correction.is_level=token", "config.grpo.rollout_correction.is_threshold=1.5",
         "config.grpo.rollout_correction.rs_level=geometric",
         "config.grpo.dynamic_sampling.enabled=True", "config.grpo.dynamic_sampling.max_rounds=2",
-        "config.grpo.overlong.enabled=True", "config.grpo.overlong.buffer_len=4",
-        "config.grpo.mask_truncated_completions=True"])
+        "config.grpo.overlong.enabled=True", "config.grpo.overlong.buffer_len=4"])
     ctx = build_context(cfg, str(tmp_path), log=lambda _: None)
     trainer = GRPOTrainer(cfg, ctx.model, init_params(ctx.model, jax.random.key(0)),
                           tokenizer=ctx.tokenizer, prompt=ctx.prompt, train=ctx.train,
@@ -106,6 +105,14 @@ def test_second_edition_options_reach_the_update(tmp_path):
     assert record["rollout_rs_masked_fraction"] == 0.0
     assert 0.3 < record["entropy_mask_frac"] < 0.7 and record["entropy"] > 0
     assert np.isfinite(record["loss"]) and record["clip_frac"] == 0.0
+    assert record["truncated_rate"] == 1.0 and record["num_tokens"] > 0
+    # TRL mask_truncated_completions: a random policy never stops within 8 tokens, so every
+    # completion leaves the loss mask (no token in any denominator, no KL, no selection)
+    trainer.cfg.grpo.mask_truncated_completions = True
+    masked = trainer.train_step()
+    assert masked["truncated_rate"] == 1.0
+    assert masked["num_tokens"] == 0.0 and masked["loss"] == 0.0
+    assert masked["entropy_mask_frac"] == 0.0
 
     bad = apply_overrides(cfg, ["config.grpo.policy_loss=ppo"])
     with pytest.raises(ValueError, match="config.grpo.policy_loss: unknown policy loss 'ppo'; "
