@@ -54,7 +54,8 @@ def _trainer_lines() -> dict[str, set[int]]:
 GROUPS = {
     "batching": (["r1v2_jax/rl/batching.py"], ["tests/rl/test_batching.py"], None),
     "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py", "tests/rl/test_ssb_config.py",
-                                     "tests/rl/test_ssb_codec.py"], None),
+                                     "tests/rl/test_ssb_codec.py", "tests/rl/test_ssb_edges.py"],
+            None),
     "answers": (["r1v2_jax/rl/answers.py"],
                 ["tests/rl/test_answer_region.py", "tests/rl/test_answers_config.py",
                  "tests/rl/test_rewards.py", "-k",
