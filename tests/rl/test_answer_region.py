@@ -13,6 +13,7 @@ TWICE_RIGHT = "<think>maybe \\boxed{4}</think>\\boxed{3} is wrong</think>\nThe t
 def test_answer_region_is_after_the_last_close():
     assert answer_region(TWICE_WRONG, True) == "\nI give up"
     assert answer_region("a</think>b</think>c</think>", True) == ""
+    assert answer_region("</think>4", True) == "4"  # the tag at position 0 counts
     assert answer_region("no tag", True) is None
     assert answer_region("no tag", False) == "no tag"
 

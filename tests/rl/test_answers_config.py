@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from r1v2_jax.rl.answers import (AnswerCheckConfig, check_answer, extract_final_answer,
-                                 last_boxed, validate_gold)
+from r1v2_jax.rl.answers import (AnswerCheck, AnswerCheckConfig, check_answer,
+                                 extract_final_answer, last_boxed, validate_gold)
 
 R = "<think>r</think>\n"
 
@@ -20,6 +20,10 @@ def test_documented_defaults():
     assert (c.start_method, c.worker_start_timeout_s, c.worker_memory_limit_mb) == ("spawn", 120.0, 8192)
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.rel_tol = 0.1
+    check = AnswerCheck(False, "mismatch")
+    assert check.extracted is None and check.score == 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        check.correct = True
 
 
 @pytest.mark.parametrize("kw", [dict(check_timeout_s=1e-3), dict(batch_timeout_s=None),
