@@ -100,7 +100,10 @@ def _clean(row: dict, base: str, source: str) -> dict:
     out = {}
     for key, value in row.items():
         if isinstance(value, bytes) and key != "images":
-            value = value.decode("utf-8", errors="strict")
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RecordError(source, key, "bad_encoding", f"not UTF-8 (byte {err.start})")
         if isinstance(value, np.generic):
             value = value.item()
         if value is None or (isinstance(value, str) and value == "" and key in ("id", "meta")):

@@ -3,14 +3,13 @@ source:row) or a counted skip; decode-time failures counted in the workers, neve
 mid-run."""
 
 import dataclasses
-import json
 
 import pytest
 
 from pipeline_helpers import PROMPT, RULES, TOKENIZER, png, record_dicts, write_jsonl
 from r1v2_jax.data import records as R
 from r1v2_jax.data.pipeline import InputPipeline, PipelineConfig, open_source, prevalidate
-from r1v2_jax.data.pipeline.convert import ColumnMap, ParquetWriter
+from r1v2_jax.data.pipeline.convert import ParquetWriter
 
 GOOD = {"images": ["img/0_0.png"], "question": "How many red shapes?", "answer": "2",
         "answer_type": "number"}
@@ -98,3 +97,15 @@ def test_every_record_failing_to_decode_stops(tmp_path):
                          PipelineConfig(batch_size=1, num_threads=1))
     with pytest.raises(RuntimeError, match="every record failed to decode"):
         next(pipe.batches())
+
+
+def test_non_utf8_bytes_in_a_parquet_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": q, "answer": b"2", "answer_type": b"number"}
+            for q in (b"How many?", b"How \xff many?")]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    with pytest.raises(R.RecordError, match=r"d.parquet:row 1: field 'question': not UTF-8 "
+                                            r"\(byte 4\)"):
+        prevalidate(open_source(str(tmp_path / "d.parquet")), "prompt", RULES, TOKENIZER)
