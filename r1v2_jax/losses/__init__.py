@@ -29,6 +29,7 @@ from r1v2_jax.losses.preference import (
     bco_pair_loss,
     dpo_loss,
 )
+from r1v2_jax.losses.preference_objectives import PreferenceInputs
 from r1v2_jax.losses.registry import (
     ADVANTAGE_ESTIMATORS,
     POLICY_LOSSES,
@@ -49,6 +50,7 @@ __all__ = [
     "LOSS_TYPES",
     "POLICY_LOSSES",
     "PREFERENCE_OBJECTIVES",
+    "PreferenceInputs",
     "REWARD_SHAPERS",
     "ROLLOUT_CORRECTIONS",
     "Registry",

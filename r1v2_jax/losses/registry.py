@@ -8,7 +8,7 @@ Built-in entries (see docs/losses.md for formulas and sources):
     POLICY_LOSSES:          per-token policy objectives used by `grpo_loss_terms`
     ADVANTAGE_ESTIMATORS:   rewards [B] -> advantages [B]
     ROLLOUT_CORRECTIONS:    behaviour-vs-trainer corrections (IS weights / rejection masks)
-    PREFERENCE_OBJECTIVES:  pairwise / MPO losses
+    PREFERENCE_OBJECTIVES:  batch-level preference losses of the MPO step (`mpo.loss`)
     REWARD_SHAPERS:         per-completion reward terms added before the advantages
 """
 
@@ -77,9 +77,11 @@ _R = "r1v2_jax.losses.rollout_correction:"
 for _level in ("token", "sequence", "geometric"):
     ROLLOUT_CORRECTIONS.register(_level, _R + "rollout_correction")
 
-PREFERENCE_OBJECTIVES.register("sigmoid", "r1v2_jax.losses.preference:dpo_loss")  # TRL DPO
-PREFERENCE_OBJECTIVES.register("bco_pair", "r1v2_jax.losses.preference:bco_pair_loss")
-PREFERENCE_OBJECTIVES.register("sft", "r1v2_jax.losses.sft:sft_loss")
-PREFERENCE_OBJECTIVES.register("mpo", "r1v2_jax.losses.mpo:mpo_loss")  # sigmoid+bco_pair+sft
+_O = "r1v2_jax.losses.preference_objectives:"  # (PreferenceInputs, **options) -> (loss, metrics)
+PREFERENCE_OBJECTIVES.register("mpo", _O + "mpo")  # 0.8 sigmoid + 0.2 bco_pair + 1.0 sft (InternVL)
+PREFERENCE_OBJECTIVES.register("dpo", _O + "dpo")
+PREFERENCE_OBJECTIVES.register("sigmoid", _O + "dpo")  # TRL's loss_type name for DPO
+PREFERENCE_OBJECTIVES.register("bco_pair", _O + "bco_pair")
+PREFERENCE_OBJECTIVES.register("sft", _O + "sft")
 
 REWARD_SHAPERS.register("overlong", "r1v2_jax.losses.overlong:overlong_penalty")  # DAPO eq. 13

@@ -1,11 +1,12 @@
-"""The MPO update step (device side), and its DPO-only / SFT-only variants.
+"""The MPO update step (device side) for any registered preference objective (`mpo.loss`:
+"mpo", "dpo", "sft", ... from `losses.PREFERENCE_OBJECTIVES`).
 
 One optimizer step on B pairs, split into M micro-batches of b ([M, b, ...] layout):
 
   pass 1 (no gradient): for every micro-batch, the policy's token log-probs of chosen and
     rejected and the frozen reference's sequence log-probs (the reference shares every
     frozen parameter with the policy; only its trainable part is a copy). The batch-level
-    objective (`mpo_loss`, `dpo_loss` or `sft_loss`) is then evaluated ONCE on the whole
+    objective (the registry entry named by `mpo.loss`) is then evaluated ONCE on the whole
     batch: the running BCO delta is updated exactly once per optimizer step, with the
     statistic of the whole batch, and the loss/metrics are those of one big batch.
     The gradient of the objective w.r.t. the token log-probs, g = dL/dlogp, is taken
@@ -29,12 +30,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from r1v2_jax.losses import BCODeltaState, dpo_loss, mpo_loss, sequence_logps, sft_loss
+from r1v2_jax.losses import (PREFERENCE_OBJECTIVES, BCODeltaState, PreferenceInputs, mpo_loss,
+                             sequence_logps)
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.rl.pair_forward import pair_rows
 from r1v2_jax.train.steps import accumulate, apply_update, merged, sequence_token_logps
-
-LOSSES = ("mpo", "dpo", "sft")
 
 
 @jax.tree_util.register_dataclass
@@ -55,8 +55,9 @@ class MPOBatch:
 
 @dataclasses.dataclass(frozen=True)
 class MPOLossOptions:
-    """loss: "mpo" (w_p DPO + w_q BCO pair + w_g NLL), "dpo" (sigmoid DPO only) or "sft"
-    (NLL of chosen only). Names follow TRL's DPOConfig."""
+    """loss: a name in `losses.PREFERENCE_OBJECTIVES`, e.g. "mpo" (w_p DPO + w_q BCO pair +
+    w_g NLL), "dpo" (sigmoid DPO only), "sft" (NLL of chosen only); checked here, so an
+    unknown name fails when the trainer is built. Names follow TRL's DPOConfig."""
 
     loss: str = "mpo"
     beta: float = 0.1
@@ -65,8 +66,7 @@ class MPOLossOptions:
     logprob_chunk: int = 512
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"mpo.loss must be one of {LOSSES}, got {self.loss!r}")
+        PREFERENCE_OBJECTIVES.check(self.loss, "config.mpo.loss")
 
     @classmethod
     def from_config(cls, mpo_cfg) -> "MPOLossOptions":
@@ -90,22 +90,20 @@ def objective(opts: MPOLossOptions, chosen_tok, chosen_mask, rejected_tok, rejec
               ref_chosen, ref_rejected, delta_state: BCODeltaState):
     """The batch-level loss on [B, T-1] token log-probs -> (loss, (new_delta, metrics)).
 
-    Every variant logs the full MPO metrics (implicit rewards, margins, preference
-    accuracy, the three terms, delta) and carries the delta state, so runs compare
-    column for column; only "mpo" optimises the mixture.
+    The loss is the registered objective `opts.loss`. Every objective logs the full MPO
+    metrics (implicit rewards, margins, preference accuracy, the three terms, delta) and
+    carries the delta state, so runs compare column for column; the objective's own
+    metrics are added beside them.
     """
-    mix, new_state, metrics = mpo_loss(chosen_tok, chosen_mask, rejected_tok, rejected_mask,
-                                       ref_chosen, ref_rejected, delta_state, beta=opts.beta,
-                                       weights=opts.weights, label_smoothing=opts.label_smoothing)
-    if opts.loss == "mpo":
-        loss = mix
-    elif opts.loss == "dpo":
-        loss, _ = dpo_loss(sequence_logps(chosen_tok, chosen_mask),
-                           sequence_logps(rejected_tok, rejected_mask), ref_chosen, ref_rejected,
-                           beta=opts.beta, label_smoothing=opts.label_smoothing)
-    else:
-        loss, _ = sft_loss(chosen_tok, chosen_mask)
-    metrics = dict(metrics)
+    # The MPO terms are the metrics of every objective (no gradient flows from them).
+    _, new_state, metrics = mpo_loss(chosen_tok, chosen_mask, rejected_tok, rejected_mask,
+                                     ref_chosen, ref_rejected, delta_state, beta=opts.beta,
+                                     weights=opts.weights, label_smoothing=opts.label_smoothing)
+    inputs = PreferenceInputs(chosen_tok, chosen_mask, rejected_tok, rejected_mask, ref_chosen,
+                              ref_rejected, delta_state)
+    loss, extra = PREFERENCE_OBJECTIVES.get(opts.loss, "config.mpo.loss")(
+        inputs, beta=opts.beta, weights=opts.weights, label_smoothing=opts.label_smoothing)
+    metrics = {**metrics, **jax.lax.stop_gradient(dict(extra))}
     metrics["pref_accuracy"] = metrics.pop("accuracy")
     return loss, (new_state, metrics)
 

@@ -16,7 +16,8 @@ import pytest
 
 from r1v2_jax.data import synthetic
 from r1v2_jax.demo.pipeline import build_context
-from r1v2_jax.losses import bco_delta_init, dpo_loss, mpo_loss, sequence_logps, sft_loss
+from r1v2_jax.losses import (PREFERENCE_OBJECTIVES, bco_delta_init, bco_pair_loss, dpo_loss, mpo_loss,
+                             sequence_logps, sft_loss)
 from r1v2_jax.models import init_params
 from r1v2_jax.rl.mpo_step import MPOLossOptions, mpo_update, objective, pair_token_logps
 from r1v2_jax.rl.mpo_trainer import MPOTrainer, mpo_batch, stage_config
@@ -124,9 +125,10 @@ def test_micro_batching_is_exact_and_delta_updates_once(ctx, params0):
                  new_params, jax.tree.map(lambda p, g: p - g, trainable, grads))
 
 
-@pytest.mark.parametrize("loss", ["mpo", "dpo", "sft"])
+@pytest.mark.parametrize("loss", ["mpo", "dpo", "sigmoid", "bco_pair", "sft"])
 def test_objective_variants(loss):
-    """The batch objective of each variant is the library loss; all carry the delta."""
+    """The batch objective of each registered variant is the library loss; all carry the
+    delta and log the MPO metrics."""
     rng = np.random.default_rng(3)
     c, r = (jnp.asarray(rng.normal(-1, 0.5, (3, 6)), jnp.float32) for _ in range(2))
     cm = jnp.asarray([[1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], jnp.float32)
@@ -138,15 +140,67 @@ def test_objective_variants(loss):
                                     label_smoothing=0.05)[0],
             "dpo": lambda: dpo_loss(sequence_logps(c, cm), sequence_logps(r, rm), ref_c, ref_r,
                                     beta=0.2, label_smoothing=0.05)[0],
-            "sft": lambda: sft_loss(c, cm)[0]}[loss]()
+            "bco_pair": lambda: bco_pair_loss(sequence_logps(c, cm), sequence_logps(r, rm), ref_c,
+                                              ref_r, bco_delta_init(), beta=0.2)[0],
+            "sft": lambda: sft_loss(c, cm)[0]}
+    want["sigmoid"] = want["dpo"]
+    want = want[loss]()
     np.testing.assert_allclose(loss_value, want, rtol=1e-6)
     x = jnp.mean(jnp.concatenate([0.2 * (sequence_logps(c, cm) - ref_c),
                                   0.2 * (sequence_logps(r, rm) - ref_r)]))
     np.testing.assert_allclose(state.mean, x, rtol=1e-6)  # first delta == first statistic
     assert {"loss_pref", "loss_qual", "loss_gen", "rewards_chosen", "rewards_rejected", "margins",
             "pref_accuracy", "delta"} <= set(metrics)
-    with pytest.raises(ValueError, match="mpo.loss must be one of"):
+    with pytest.raises(ValueError, match=r"^config.mpo.loss: unknown preference objective 'ipo'; "
+                                         r"registered: bco_pair, dpo, mpo, sft, sigmoid"):
         MPOLossOptions(loss="ipo")
+
+
+# A researcher's new objective: one function and one registration line (docs/losses.md).
+def length_normalised_ipo(x, *, beta, **_):
+    """IPO (Azar et al. 2023) as TRL's loss_type="ipo": log-probs averaged over each
+    completion's tokens, h = (c/n_c - r/n_r) - (ref_c/n_c - ref_r/n_r),
+    loss = mean (h - 1 / (2 beta))^2."""
+    n_c, n_r = jnp.sum(x.chosen_mask, -1), jnp.sum(x.rejected_mask, -1)
+    h = (x.chosen / n_c - x.rejected / n_r) - (x.ref_chosen / n_c - x.ref_rejected / n_r)
+    return jnp.mean(jnp.square(h - 1.0 / (2.0 * beta))), {"ipo_h": jnp.mean(h)}
+
+
+PREFERENCE_OBJECTIVES.register("test_ipo", length_normalised_ipo)
+
+
+def test_a_registered_objective_trains_through_mpo_update(ctx, params0):
+    """An objective registered by name (here IPO) is selected by `mpo.loss`, trains through
+    `mpo_update` with two micro-batches exactly like a direct jax.grad of its formula on
+    the whole batch, logs its own metric and still the MPO metrics and delta."""
+    trainable, frozen = split_params(params0, ("text", "adapter"))
+    ref = jax.tree.map(lambda x: x * 0.9, trainable)
+    beta = 0.7
+    opts = MPOLossOptions(loss="test_ipo", beta=beta)
+    sgd = optax.sgd(1.0)
+    pairs = _pairs(ctx)
+    update = jax.jit(functools.partial(mpo_update, ctx.model, opts, sgd))
+    new_params, _, new_delta, m = update(frozen, ref, trainable, sgd.init(trainable), bco_delta_init(),
+                                         _batch(ctx, pairs, 2))
+    whole = jax.tree.map(lambda x: x[0], _batch(ctx, pairs, 4))
+    cm, rm = whole.chosen_completion, whole.rejected_completion
+
+    @jax.jit
+    def direct(tr):
+        ref_c, ref_r = pair_token_logps(ctx.model, merge_params(ref, frozen), whole, 512)
+        c, r = pair_token_logps(ctx.model, merge_params(tr, frozen), whole, 512)
+        avg = lambda t, mask: jnp.sum(t * mask, -1) / jnp.sum(mask, -1)  # noqa: E731
+        h = (avg(c, cm) - avg(r, rm)) - (avg(ref_c, cm) - avg(ref_r, rm))
+        return jnp.mean((h - 1.0 / (2.0 * beta)) ** 2), jnp.mean(h)
+
+    (want_loss, want_h), grads = jax.value_and_grad(direct, has_aux=True)(trainable)
+    assert float(want_loss) > 0.1 and float(jnp.abs(want_h)) > 1e-4  # the reference differs
+    np.testing.assert_allclose(m["loss"], want_loss, rtol=1e-5)
+    np.testing.assert_allclose(m["ipo_h"], want_h, rtol=1e-4, atol=1e-7)
+    assert {"loss_pref", "loss_qual", "loss_gen", "margins", "pref_accuracy", "delta"} <= set(m)
+    assert float(new_delta.count) == 1.0 and float(m["delta"]) == float(new_delta.mean) != 0.0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+                 new_params, jax.tree.map(lambda p, g: p - g, trainable, grads))
 
 
 def test_stage_config_overrides_and_rejects_unknown(ctx):
