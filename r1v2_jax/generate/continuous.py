@@ -25,6 +25,8 @@ samples it decoded beside. The slot's stale cache beyond the current step is nev
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -33,6 +35,25 @@ from r1v2_jax.generate.decode import decode_step, split_layers
 from r1v2_jax.generate.engine import (Plan, constrain_caches, is_stop_fn, mark_seen, picker,
                                       spmd_axes)
 from r1v2_jax.generate.sampling import row_keys
+
+
+class _Loop(NamedTuple):
+    """The decode loop's state: per slot, then per sample of the work list."""
+
+    it: jax.Array  # iterations run
+    busy: jax.Array  # live slot-steps (occupancy numerator)
+    next_item: jax.Array  # first pending sample of the work list
+    item: jax.Array  # [S] the sample in each slot
+    step: jax.Array  # [S] tokens its sample has so far
+    live: jax.Array  # [S] the slot's sample is unfinished
+    last: jax.Array  # [S] its last token
+    caches: list  # per layer (k, v) [S, P+N, Hkv, D]
+    kv_mask: jax.Array  # [S, P+N]
+    seen: jax.Array | None  # [S, V] tokens in the row (repetition penalty), or None
+    tokens: jax.Array  # [R, N] outputs per sample
+    logprobs: jax.Array  # [R, N]
+    gen_len: jax.Array  # [R]
+    stopped: jax.Array  # [R] ended by a stop id
 
 
 def continuous_decode(plan: Plan, params, store, store_mask, store_logits, store_seen,
@@ -54,66 +75,63 @@ def continuous_decode(plan: Plan, params, store, store_mask, store_logits, store
     layers = split_layers(params)  # sliced once, outside the loop (see decode.py)
     spmd = spmd_axes(plan, s)
 
-    def refill(state):
-        (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
-         gen_len, stopped, seen) = state
-        free = ~live
-        new = next_item + jnp.cumsum(free) - 1
+    def refill(st: _Loop) -> _Loop:
+        free = ~st.live
+        new = st.next_item + jnp.cumsum(free) - 1
         take = free & (new < r)
         new_item = jnp.where(take, new, 0)
         prompt = new_item // g
         put = lambda old, fresh: old.at[:, :p].set(
             jnp.where(take.reshape((s,) + (1,) * (old.ndim - 1)), fresh[prompt], old[:, :p]))
         caches = constrain_caches(plan, [(put(k, sk), put(v, sv))
-                                         for (k, v), (sk, sv) in zip(caches, store)])
-        kv_mask = put(kv_mask, store_mask)
+                                         for (k, v), (sk, sv) in zip(st.caches, store)])
+        seen = st.seen
         if seen is not None:
             seen = jnp.where(take[:, None], store_seen[prompt], seen)
         tok, lp = pick(store_logits[prompt], keys[new_item], 0, seen)
         if seen is not None:
             seen = jnp.where(take[:, None], mark_seen(seen, tok), seen)
         out = jnp.where(take, new_item, r)  # r: out of bounds, dropped
-        tokens = tokens.at[out, 0].set(tok, mode="drop")
-        logprobs = logprobs.at[out, 0].set(lp, mode="drop")
-        gen_len = gen_len.at[out].set(1, mode="drop")
         stop = is_stop(tok)
-        stopped = stopped.at[out].set(stop, mode="drop")
-        item = jnp.where(take, new_item, item)
-        step = jnp.where(take, 1, step)
-        live = jnp.where(take, ~stop & (max_new_tokens > 1), live)
-        last = jnp.where(take, tok, last)
-        next_item = next_item + jnp.sum(take)
-        return (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
-                gen_len, stopped, seen)
+        return st._replace(
+            next_item=st.next_item + jnp.sum(take), item=jnp.where(take, new_item, st.item),
+            step=jnp.where(take, 1, st.step),
+            live=jnp.where(take, ~stop & (max_new_tokens > 1), st.live),
+            last=jnp.where(take, tok, st.last), caches=caches,
+            kv_mask=put(st.kv_mask, store_mask), seen=seen,
+            tokens=st.tokens.at[out, 0].set(tok, mode="drop"),
+            logprobs=st.logprobs.at[out, 0].set(lp, mode="drop"),
+            gen_len=st.gen_len.at[out].set(1, mode="drop"),
+            stopped=st.stopped.at[out].set(stop, mode="drop"))
 
-    def cond(state):
-        live, next_item = state[5], state[2]
-        return jnp.any(live) | (next_item < r)
+    def cond(st: _Loop):
+        return jnp.any(st.live) | (st.next_item < r)
 
-    def body(state):
-        state = jax.lax.cond(jnp.any(~state[5]) & (state[2] < r), refill, lambda x: x, state)
-        (it, busy, next_item, item, step, live, last, caches, kv_mask, tokens, logprobs,
-         gen_len, stopped, seen) = state
-        at = jnp.clip(step - 1, 0, n - 1)  # idle slots write their own stale tail
-        logits, caches = decode_step(plan.config, params, layers, caches, last,
-                                     lengths[item // g] + at, p + at, kv_mask, spmd)
-        tok, lp = pick(logits, keys[item], step, seen)
-        out = jnp.where(live, item, r)
-        col = jnp.clip(step, 0, n - 1)
-        tokens = tokens.at[out, col].set(tok, mode="drop")
-        logprobs = logprobs.at[out, col].set(lp, mode="drop")
-        gen_len = gen_len.at[out].set(step + 1, mode="drop")
+    def body(st: _Loop) -> _Loop:
+        st = jax.lax.cond(jnp.any(~st.live) & (st.next_item < r), refill, lambda x: x, st)
+        at = jnp.clip(st.step - 1, 0, n - 1)  # idle slots write their own stale tail
+        logits, caches = decode_step(plan.config, params, layers, st.caches, st.last,
+                                     lengths[st.item // g] + at, p + at, st.kv_mask, spmd)
+        tok, lp = pick(logits, keys[st.item], st.step, st.seen)
+        out = jnp.where(st.live, st.item, r)
+        col = jnp.clip(st.step, 0, n - 1)
         stop = is_stop(tok)
-        stopped = stopped.at[out].set(stop, mode="drop")
-        busy = busy + jnp.sum(live)
-        live = live & ~stop & (step + 1 < max_new_tokens)
-        return (it + 1, busy, next_item, item, step + 1, live, tok, constrain_caches(plan, caches),
-                kv_mask, tokens, logprobs, gen_len, stopped, mark_seen(seen, tok))
+        return st._replace(
+            it=st.it + 1, busy=st.busy + jnp.sum(st.live), step=st.step + 1,
+            live=st.live & ~stop & (st.step + 1 < max_new_tokens), last=tok,
+            caches=constrain_caches(plan, caches), seen=mark_seen(st.seen, tok),
+            tokens=st.tokens.at[out, col].set(tok, mode="drop"),
+            logprobs=st.logprobs.at[out, col].set(lp, mode="drop"),
+            gen_len=st.gen_len.at[out].set(st.step + 1, mode="drop"),
+            stopped=st.stopped.at[out].set(stop, mode="drop"))
 
     zeros = jnp.zeros((s,), jnp.int32)
-    state = (jnp.int32(0), jnp.int32(0), jnp.int32(0), zeros, zeros, jnp.zeros((s,), bool),
-             zeros, caches, kv_mask, jnp.full((r, n), plan.pad_id, jnp.int32),
-             jnp.zeros((r, n), jnp.float32), jnp.zeros((r,), jnp.int32), jnp.zeros((r,), bool),
-             None if store_seen is None else jnp.zeros((s, store_seen.shape[1]), bool))
-    it, busy, *_, tokens, logprobs, gen_len, stopped, _ = jax.lax.while_loop(cond, body, state)
-    return tokens, logprobs, gen_len, ~stopped, it, busy
+    st = _Loop(it=jnp.int32(0), busy=jnp.int32(0), next_item=jnp.int32(0), item=zeros,
+               step=zeros, live=jnp.zeros((s,), bool), last=zeros, caches=caches,
+               kv_mask=kv_mask,
+               seen=None if store_seen is None else jnp.zeros((s, store_seen.shape[1]), bool),
+               tokens=jnp.full((r, n), plan.pad_id, jnp.int32),
+               logprobs=jnp.zeros((r, n), jnp.float32), gen_len=jnp.zeros((r,), jnp.int32),
+               stopped=jnp.zeros((r,), bool))
+    st = jax.lax.while_loop(cond, body, st)
+    return st.tokens, st.logprobs, st.gen_len, ~st.stopped, st.it, st.busy
