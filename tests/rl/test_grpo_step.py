@@ -67,3 +67,36 @@ def test_batch_level_selections_keep_accumulation_exact():
     for key in ("loss", "entropy", "cov_selected_frac", "entropy_mask_frac", "ratio_mean"):
         np.testing.assert_allclose(float(m4[key]), float(m1[key]), rtol=2e-5, atol=1e-7, err_msg=key)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p4, p1)
+
+
+def test_masked_tokens_are_inert_in_the_update():
+    """Tokens outside the loss mask (a truncated row, rejected tokens) reach no part of the
+    update: not the loss, the KL, the entropy bonus, the high-entropy quantile or the
+    metrics. Two batches that differ only on masked positions (other tokens, old log-probs,
+    advantage) give the same update, and num_tokens counts the kept tokens only."""
+    config = fx.tiny_config()
+    params = init_params(config, jax.random.key(0))
+    trainable, frozen = split_params(params, trainable_parts("llm+adapter"))
+    ref_trainable = jax.tree.map(lambda x: x * 1.05, trainable)
+    opts = fx.loss_options(loss_type="bnpo", top_entropy_quantile=0.5, entropy_coef=0.01)
+    base = fx.host_batch(config, num_micro=2, micro=2, seq=24, seed=3)
+    keep = np.ones(base.completion_mask.shape, np.float32)
+    keep[0, 1] = 0.0  # a truncated completion: its whole row
+    cols = np.flatnonzero(base.completion_mask[1, 0])
+    keep[1, 0, cols[1:3]] = 0.0  # two rejected tokens
+    base.completion_mask = base.completion_mask * keep
+    base.old_logps = np.full(base.old_logps.shape, -1.5, np.float32)
+    other = jax.tree.map(np.copy, base)
+    rng = np.random.default_rng(7)
+    other.input_ids[0, 1, 10:] = rng.integers(config.image_token_id + 1, config.text.vocab_size, 14)
+    other.old_logps[keep == 0] = -9.0
+    other.advantages[0, 1] = 5.0
+    opt = fx.optimizer()
+    update = make_grpo_update(config, opts, opt, donate=False)
+    (p_a, _, m_a), (p_b, _, m_b) = (update(frozen, ref_trainable, trainable, opt.init(trainable), b)
+                                    for b in (base, other))
+    assert float(m_a["num_tokens"]) == float(base.completion_mask.sum())
+    assert float(m_a["kl"]) > 0 and 0.4 < float(m_a["entropy_mask_frac"]) < 0.6
+    for key in ("loss", "kl", "entropy", "entropy_mask_frac", "ratio_mean", "clip_frac", "num_tokens"):
+        np.testing.assert_allclose(float(m_b[key]), float(m_a[key]), rtol=1e-6, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), p_b, p_a)
