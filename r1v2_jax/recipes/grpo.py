@@ -3,9 +3,8 @@ Buffer (`rl/grpo_trainer.py`), from prompt records; ends by writing WORKDIR/fina
 
 from __future__ import annotations
 
-from r1v2_jax.recipes.final import write_final
 from r1v2_jax.recipes.inputs import StageInputs
-from r1v2_jax.recipes.result import StageResult, final_eval
+from r1v2_jax.recipes.result import StageResult, finish
 
 
 def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "grpo", log=print,
@@ -19,9 +18,4 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "grpo", log=prin
                           prompt=inputs.prompt, train=inputs.train, heldout=inputs.heldout,
                           score=inputs.score, workdir=workdir, stage=stage, log=log,
                           mesh=inputs.mesh, rules=inputs.rules)
-    last = trainer.run(stop_after=stop_after)
-    if trainer.step < int(cfg.train.steps):
-        return StageResult(trainer.params(), last, "", trainer)
-    params = trainer.params()
-    return StageResult(params, final_eval(trainer, last), write_final(workdir, inputs, params,
-                                                                      log=log), trainer)
+    return finish(trainer, trainer.run(stop_after=stop_after), workdir, inputs, log=log)

@@ -9,9 +9,8 @@ hybrid reward (`rl/mpo_trainer.py`), plus optional offline preference pairs
 
 from __future__ import annotations
 
-from r1v2_jax.recipes.final import write_final
 from r1v2_jax.recipes.inputs import StageInputs
-from r1v2_jax.recipes.result import StageResult, final_eval
+from r1v2_jax.recipes.result import StageResult, finish
 
 
 def mpo_stage_config(cfg):
@@ -30,9 +29,4 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "mpo", log=print
                          score=inputs.score, workdir=workdir, stage=stage, log=log,
                          offline_pairs=inputs.offline_pairs, mesh=inputs.mesh,
                          rules=inputs.rules)
-    last = trainer.run(stop_after=stop_after)
-    if trainer.step < int(cfg.train.steps):
-        return StageResult(trainer.params(), last, "", trainer)
-    params = trainer.params()
-    return StageResult(params, final_eval(trainer, last), write_final(workdir, inputs, params,
-                                                                      log=log), trainer)
+    return finish(trainer, trainer.run(stop_after=stop_after), workdir, inputs, log=log)

@@ -19,3 +19,15 @@ def final_eval(trainer, last: dict[str, Any]) -> dict[str, Any]:
     evaluation when that step's record has none (a resumed, already finished run)."""
     out = {k: v for k, v in last.items() if k.startswith("eval_")}
     return out or trainer.evaluate()
+
+
+def finish(trainer, last: dict[str, Any], workdir: str, inputs, *, log=print) -> StageResult:
+    """A policy stage's end: a run stopped early (`stop_after`) returns without final/;
+    a finished one writes WORKDIR/final/ and returns its final held-out metrics."""
+    from r1v2_jax.recipes.final import write_final
+
+    params = trainer.params()
+    if trainer.step < int(trainer.cfg.train.steps):
+        return StageResult(params, last, "", trainer)
+    return StageResult(params, final_eval(trainer, last),
+                       write_final(workdir, inputs, params, log=log), trainer)

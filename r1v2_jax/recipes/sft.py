@@ -4,9 +4,8 @@ records when `data.heldout` is set; ends by writing WORKDIR/final/."""
 
 from __future__ import annotations
 
-from r1v2_jax.recipes.final import write_final
 from r1v2_jax.recipes.inputs import StageInputs
-from r1v2_jax.recipes.result import StageResult, final_eval
+from r1v2_jax.recipes.result import StageResult, finish
 
 
 def heldout_evaluator(cfg, inputs: StageInputs):
@@ -30,9 +29,4 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "sft", log=print
                          pad_id=inputs.tokenizer.pad_id, workdir=workdir,
                          evaluate=heldout_evaluator(cfg, inputs), stage=stage, log=log,
                          mesh=inputs.mesh, rules=inputs.rules)
-    last = trainer.run(stop_after=stop_after)
-    if trainer.step < int(cfg.train.steps):
-        return StageResult(trainer.params(), last, "", trainer)
-    params = trainer.params()
-    return StageResult(params, final_eval(trainer, last), write_final(workdir, inputs, params,
-                                                                      log=log), trainer)
+    return finish(trainer, trainer.run(stop_after=stop_after), workdir, inputs, log=log)

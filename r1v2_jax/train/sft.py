@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.losses import sft_loss
 from r1v2_jax.models import VLMConfig
-from r1v2_jax.train.masks import merge_params
 from r1v2_jax.train.packing import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.train.steps import accumulate, apply_update, merged, sequence_token_logps
-from r1v2_jax.sharding import shardings_of
-from r1v2_jax.train.trainer import Trainer, init_opt_state
+from r1v2_jax.train.trainer import BatchTrainer
 
 
 @jax.tree_util.register_dataclass
@@ -84,7 +80,7 @@ class SFTExample:
                    images.pixel_values)
 
 
-class SFTTrainer(Trainer):
+class SFTTrainer(BatchTrainer):
     """Supervised fine-tuning (the warm / cold start): `sft.batch_size` sequences per step,
     micro-batches of `sft.micro_batch_size`, token-mean NLL over completion tokens (exact
     over micro-batches). `evaluate` is injected (held-out generation lives in rl/)."""
@@ -92,9 +88,8 @@ class SFTTrainer(Trainer):
     def __init__(self, cfg, model_config: VLMConfig, params, *, train: Sequence[SFTExample],
                  pad_id: int, workdir: str, evaluate=None, stage: str = "sft", log=print,
                  mesh=None, rules=None):
-        from r1v2_jax.train.masks import split_params, trainable_parts
+        from r1v2_jax.train.masks import trainable_parts
         from r1v2_jax.train.optimizer import make_optimizer
-        from r1v2_jax.train.steps import cast_tree
 
         super().__init__(cfg, workdir, stage=stage, log=log)
         self.config, self.examples, self.pad_id = model_config, list(train), int(pad_id)
@@ -112,61 +107,19 @@ class SFTTrainer(Trainer):
         self.tiles_per_micro = self.micro * max(len(e.pixel_values) for e in self.examples)
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
-        self.mesh, self.rules = mesh, rules
-        if mesh is not None:
-            from r1v2_jax.sharding import param_shardings
-            params = jax.device_put(params, param_shardings(model_config, mesh, rules))
-        trainable, self.frozen = split_params(params, trainable_parts(cfg.train.trainable))
-        self.compute_dtype = None
-        if cfg.optim.master_fp32:
-            self.compute_dtype = model_config.jnp_param_dtype
-            trainable = cast_tree(trainable, jnp.float32)
-        self.trainable = jax.tree.map(jnp.copy, trainable)  # the update donates it
         optimizer = make_optimizer(cfg.optim)
-        self.opt_state = init_opt_state(optimizer, self.trainable, mesh)
-        self.update = make_sft_update(
-            model_config, optimizer, compute_dtype=self.compute_dtype, mesh=mesh, rules=rules,
-            state_shardings=(shardings_of(self.trainable), shardings_of(self.opt_state))
-            if mesh is not None else None)
-        self.data_state = DataState()
-        self.counters = {"skipped_updates": 0}
-
-    def params(self):
-        from r1v2_jax.train.steps import cast_tree
-        trainable = self.trainable
-        if self.compute_dtype is not None:
-            trainable = cast_tree(trainable, self.compute_dtype)
-        return merge_params(trainable, self.frozen)
-
-    def device_state(self):
-        return {"trainable": self.trainable, "opt_state": self.opt_state}
-
-    def load_device_state(self, state):
-        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
-
-    def host_state(self):
-        return {"data": self.data_state.to_dict(), "counters": dict(self.counters)}
-
-    def load_host_state(self, host):
-        self.data_state = DataState.from_dict(host["data"])
-        self.counters = dict(host["counters"])
+        self.setup_trainable(model_config, params, trainable_parts(cfg.train.trainable),
+                             optimizer, mesh=mesh, rules=rules)
+        self.update = make_sft_update(model_config, optimizer, compute_dtype=self.compute_dtype,
+                                      mesh=mesh, rules=rules,
+                                      state_shardings=self.state_shardings())
+        self._init_batches()
 
     def evaluate(self):
         return self._evaluate(self.params()) if self._evaluate is not None else {}
 
-    def train_step(self):
-        t0 = time.time()
-        batch, self.data_state = next_batch(self.examples, self.batch_size, self.data_state,
-                                            int(self.cfg.train.seed))
-        packed = sft_batch([e.prompt_ids for e in batch], [e.completion_ids for e in batch],
-                           [e.pixel_values for e in batch], seq_len=self.seq_len,
-                           micro=self.micro, tiles_per_micro=self.tiles_per_micro,
-                           pad_id=self.pad_id, image_shape=self.image_shape)
-        self.trainable, self.opt_state, m = self.update(self.frozen, self.trainable,
-                                                        self.opt_state, packed)
-        m = {k: float(v) for k, v in m.items()}
-        self.counters["skipped_updates"] += int(m.pop("skipped"))
-        self.step += 1
-        return {"step": self.step, "stage": self.stage, **m,
-                "skipped_updates": self.counters["skipped_updates"],
-                "seconds": time.time() - t0}
+    def pack(self, batch):
+        return sft_batch([e.prompt_ids for e in batch], [e.completion_ids for e in batch],
+                         [e.pixel_values for e in batch], seq_len=self.seq_len,
+                         micro=self.micro, tiles_per_micro=self.tiles_per_micro,
+                         pad_id=self.pad_id, image_shape=self.image_shape)

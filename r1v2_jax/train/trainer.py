@@ -19,15 +19,19 @@ end, and `run()`.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.loop import run_steps
+from r1v2_jax.train.masks import merge_params, split_params
 from r1v2_jax.train.metrics import MetricsWriter
+from r1v2_jax.train.steps import cast_tree
 
 
 def init_opt_state(optimizer, trainable, mesh=None):
@@ -78,7 +82,41 @@ class Trainer:
         return {}
 
     def params(self):
-        raise NotImplementedError
+        """The full parameter tree: the trainable part (in the param dtype when fp32 master
+        weights are kept) merged with the frozen part."""
+        trainable = self.trainable
+        if self.compute_dtype is not None:
+            trainable = cast_tree(trainable, self.compute_dtype)
+        return merge_params(trainable, self.frozen)
+
+    # ---------------------------------------------------------------- shared set-up
+    def setup_trainable(self, model_config, params, parts: tuple[str, ...], optimizer, *,
+                        mesh=None, rules=None, param_shardings=None) -> None:
+        """Sets mesh, rules, frozen, trainable, compute_dtype and opt_state: params placed on
+        the mesh (`param_shardings`, default the model's rule table), split by `parts`, fp32
+        master weights with optim.master_fp32, the trainable part copied (the update donates
+        it, and the caller's arrays stay valid) and the optimizer state created on its
+        shards."""
+        self.mesh, self.rules = mesh, rules
+        if mesh is not None:
+            if param_shardings is None:
+                from r1v2_jax.sharding import param_shardings as rule_shardings
+                param_shardings = rule_shardings(model_config, mesh, rules)
+            params = jax.device_put(params, param_shardings)
+        trainable, self.frozen = split_params(params, parts)
+        self.compute_dtype = None
+        if self.cfg.optim.master_fp32:
+            self.compute_dtype = model_config.jnp_param_dtype
+            trainable = cast_tree(trainable, jnp.float32)
+        self.trainable = jax.tree.map(jnp.copy, trainable)
+        self.opt_state = init_opt_state(optimizer, self.trainable, mesh)
+
+    def state_shardings(self):
+        """(trainable, optimizer state) shardings for `sharding.compile_update` on a mesh."""
+        if self.mesh is None:
+            return None
+        from r1v2_jax.sharding import shardings_of
+        return shardings_of(self.trainable), shardings_of(self.opt_state)
 
     # ---------------------------------------------------------------- provided
     def _full_device_state(self) -> dict[str, Any]:
@@ -144,3 +182,43 @@ class Trainer:
         steps = int(self.cfg.train.steps if steps is None else steps)
         return run_steps(self, steps, metrics=metrics, stop_after=stop_after,
                          eval_at_start=self.eval_at_start)
+
+
+class BatchTrainer(Trainer):
+    """A trainer whose step is one optimizer update on the next batch of a fixed dataset
+    (SFT, the reward model): device state = trainable part + optimizer state; host state =
+    data position + counters. Subclasses set `self.examples`, `self.batch_size` and
+    `self.update(frozen, trainable, opt_state, batch)`, and pack a batch in `pack`."""
+
+    def _init_batches(self):
+        self.data_state = DataState()
+        self.counters = {"skipped_updates": 0}
+
+    def device_state(self):
+        return {"trainable": self.trainable, "opt_state": self.opt_state}
+
+    def load_device_state(self, state):
+        self.trainable, self.opt_state = state["trainable"], state["opt_state"]
+
+    def host_state(self):
+        return {"data": self.data_state.to_dict(), "counters": dict(self.counters)}
+
+    def load_host_state(self, host):
+        self.data_state = DataState.from_dict(host["data"])
+        self.counters = dict(host["counters"])
+
+    def pack(self, batch):
+        raise NotImplementedError
+
+    def train_step(self):
+        t0 = time.time()
+        batch, self.data_state = next_batch(self.examples, self.batch_size, self.data_state,
+                                            int(self.cfg.train.seed))
+        self.trainable, self.opt_state, m = self.update(self.frozen, self.trainable,
+                                                        self.opt_state, self.pack(batch))
+        m = {k: float(v) for k, v in m.items()}
+        self.counters["skipped_updates"] += int(m.pop("skipped"))
+        self.step += 1
+        return {"step": self.step, "stage": self.stage, **m,
+                "skipped_updates": self.counters["skipped_updates"],
+                "seconds": time.time() - t0}
