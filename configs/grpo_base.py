@@ -15,7 +15,12 @@ def grpo_recipe():
         system_prompt=""))  # "" = no system turn
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=64, num_generations=8, max_new_tokens=4096, temperature=1.0, top_p=1.0,
-        top_k=0, eval_batch_size=64))
+        top_k=0, eval_batch_size=64,
+        # 1.0 = off (R1V2's chat uses 1.05); stop strings are cut on the host
+        repetition_penalty=1.0, stop_strings=(),
+        # continuous batching on this many decode slots (docs/generation.md); 0 = one
+        # static batch of prompts_per_step x num_generations rows
+        slots=0))
     c.reward = ml_collections.ConfigDict(dict(
         w_acc=1.0, w_fmt=0.5, w_rm=0.0, rm_standardize=True, rm_clip_tau=1.0, rm_gate="agree",
         # answer checking: hard limits per check and per batch (unfinished checks score 0)

@@ -79,7 +79,8 @@ class GRPOTrainer(Trainer):
         self.train_examples, self.heldout, self.score = list(train), list(heldout), score
         g, r = cfg.grpo, cfg.rollout
         self.sampling = SamplingOptions(int(r.num_generations), int(r.max_new_tokens),
-                                        float(r.temperature), float(r.top_p), int(r.top_k))
+                                        float(r.temperature), float(r.top_p), int(r.top_k),
+                                        float(r.repetition_penalty), tuple(r.stop_strings))
         self.batch_size = int(r.prompts_per_step) * int(r.num_generations)
         self.mini = int(g.mini_batch_size) or self.batch_size
         if self.batch_size % self.mini or self.mini % int(g.micro_batch_size):
@@ -187,7 +188,7 @@ class GRPOTrainer(Trainer):
             drawn = rollout(self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
                             prompt=self.prompt, seed=(seed + round_) % 2**31,
                             policy_version=self.step, score=self.score, mesh=self.mesh,
-                            rules=self.rules, slots=cfg.rollout.get("slots"))
+                            rules=self.rules, slots=int(cfg.rollout.slots) or None)
             shaping.update(apply_overlong([s for grp in drawn for s in grp], g.get("overlong"),
                                           self.sampling.max_new_tokens))
             return drawn
