@@ -20,6 +20,7 @@ def test_advantage_equal_to_adv_tol_is_not_effective():
                           config=SSBConfig(adv_tol=0.5, max_replay_ratio=0.0))
     assert b.samples[0] is fresh[1] and b.metrics.inserted == 1
     assert b.metrics.effective_ratio_fresh == pytest.approx(1 / 3)
+    assert b.metrics.mean_staleness == 0.0 and b.metrics.replay_ratio == 0.0  # no replay
 
 
 @pytest.mark.parametrize("evict_by,left", [("priority", ["a", "c"]), ("oldest", ["b", "c"])])
