@@ -33,9 +33,9 @@ PY = sys.executable
 MUTMUT = str(Path(PY).parent / "mutmut")
 
 
-def _block(path: str, first: str, last: str) -> set[int]:
+def _block(root: Path, path: str, first: str, last: str) -> set[int]:
     """Line numbers from the first line matching regex `first` to the next matching `last`."""
-    lines = (REPO / path).read_text().splitlines()
+    lines = (root / path).read_text().splitlines()
     start = next((i for i, l in enumerate(lines) if re.search(first, l)), None)
     end = next((i for i in range(start or 0, len(lines)) if re.search(last, lines[i])), None)
     if start is None or end is None:
@@ -43,10 +43,10 @@ def _block(path: str, first: str, last: str) -> set[int]:
     return set(range(start + 1, end + 2))
 
 
-def _trainer_lines() -> dict[str, set[int]]:
-    return {"r1v2_jax/rl/grpo_trainer.py": _block("r1v2_jax/rl/grpo_trainer.py",
+def _trainer_lines(root: Path) -> dict[str, set[int]]:
+    return {"r1v2_jax/rl/grpo_trainer.py": _block(root, "r1v2_jax/rl/grpo_trainer.py",
                                                    r"fresh = \[", r"s\.advantage = "),
-            "r1v2_jax/rl/rollout.py": _block("r1v2_jax/rl/rollout.py", r"flat = \[",
+            "r1v2_jax/rl/rollout.py": _block(root, "r1v2_jax/rl/rollout.py", r"flat = \[",
                                              r"s\.hallucinated = ")}
 
 
@@ -103,10 +103,12 @@ def run_group(name: str, dest: Path, log) -> float:
     if selector is not None:  # mutate only the selected lines: a patch that "adds" them
         patch = dest / f"{name}.patch"
         text = ""
-        for path, numbers in selector().items():
+        for path, numbers in selector(dest).items():  # the copy's lines, not the repo's
             lines = (dest / path).read_text().splitlines()
+            # one diff per file (mutmut keeps the last one per file), with its own header
+            text += f"diff -u {path} {path}\n--- {path}\n+++ {path}\n"
             for n in sorted(numbers):
-                text += f"--- {path}\n+++ {path}\n@@ -{n - 1},0 +{n},1 @@\n+{lines[n - 1]}\n"
+                text += f"@@ -{n - 1},0 +{n},1 @@\n+{lines[n - 1]}\n"
         patch.write_text(text)
         cmd += ["--use-patch-file", str(patch)]
     t0 = time.time()
