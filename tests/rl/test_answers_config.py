@@ -95,3 +95,18 @@ def test_extraction_details():
 def test_options_change_the_verdict(response, gold, answer_type, kw, expected):
     got = check_answer(response, gold, answer_type, AnswerCheckConfig(**kw))
     assert (got.correct, got.reason) == expected
+
+
+@pytest.mark.parametrize("exc,reason", [("timeout", "timeout (math-verify)"),
+                                        (RecursionError, "error (RecursionError)")])
+def test_a_failing_comparison_scores_zero_with_its_cause(monkeypatch, exc, reason):
+    from math_verify.errors import TimeoutException
+
+    import r1v2_jax.rl.answers as answers
+
+    def fail(*_):
+        raise TimeoutException() if exc == "timeout" else exc()
+
+    monkeypatch.setattr(answers, "_compare", fail)
+    got = check_answer(R + "\\boxed{4}", "4", "math", AnswerCheckConfig())
+    assert (got.correct, got.reason, got.extracted) == (False, reason, "4")
