@@ -53,9 +53,24 @@ def validate_recipe(cfg) -> None:
             if not paths.exists(cal):
                 raise RecipeError(f"config.reward.rm_calibration: {cal} does not exist (an `rm` "
                                   f"run writes calibration.json into its final/)")
+    _check_names(cfg)
     steps = int(cfg.train.steps)
     if steps < 1:
         raise RecipeError(f"config.train.steps must be >= 1, got {steps}")
     if stage == "grpo" and int(cfg.rollout.num_generations) < 2:
         raise RecipeError(f"config.rollout.num_generations must be >= 2 (group advantages), "
                           f"got {cfg.rollout.num_generations}")
+
+
+def _check_names(cfg) -> None:
+    """Loss, estimator and objective names against their registries (docs/losses.md)."""
+    from r1v2_jax.losses import PREFERENCE_OBJECTIVES
+    from r1v2_jax.rl.grpo_step import validate_grpo_config
+
+    try:
+        if "grpo" in cfg:
+            validate_grpo_config(cfg.grpo)
+        if "mpo" in cfg:
+            PREFERENCE_OBJECTIVES.check(cfg.mpo.loss, "config.mpo.loss")
+    except ValueError as err:
+        raise RecipeError(str(err)) from None

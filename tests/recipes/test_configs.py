@@ -51,3 +51,18 @@ def test_38b_recipes_name_their_stage_and_the_real_model(stage):
     assert cfg.stage == stage
     assert cfg.model.text.hidden_size == 5120 and cfg.model.param_dtype == "bfloat16"
     assert "rm_checkpoint" in cfg.reward and "checkpoint" in cfg.init
+
+
+@pytest.mark.parametrize("recipe,key,value,message", [
+    ("mpo_38b", "mpo.loss", "ipox", "config.mpo.loss: unknown preference objective 'ipox'"),
+    ("grpo_38b", "grpo.policy_loss", "ppo2", "config.grpo.policy_loss: unknown policy loss"),
+    ("grpo_38b", "grpo.advantage_estimator", "gae", "config.grpo.advantage_estimator"),
+])
+def test_unknown_registered_names_are_refused_before_any_load(recipe, key, value, message):
+    from r1v2_jax.recipes.validate import RecipeError, _check_names
+    from r1v2_jax.train.config_loader import apply_overrides
+
+    cfg = apply_overrides(load_config_file(str(Path("configs") / f"{recipe}.py")),
+                          [f"--config.{key}={value}"])
+    with pytest.raises(RecipeError, match=message):
+        _check_names(cfg)
