@@ -19,7 +19,9 @@ from r1v2_jax.rl.grpo_trainer import GRPOTrainer
 from r1v2_jax.train.config_loader import apply_overrides, load_config_file
 from tests.rl.test_grpo_resume import OVERRIDES
 
-STD_DDOF, ADV_EPS = 0, 0.05  # non-default (1, 1e-4): an ignored option shows
+# non-default (grpo, 1, 1e-4): an ignored option shows. RLOO: c_i = G/(G-1) (r_i - mean),
+# scaled by the group std as GRPO (scale="group")
+ESTIMATOR, STD_DDOF, ADV_EPS = "rloo", 0, 0.05
 
 
 def _reward(uid, response):
@@ -30,6 +32,7 @@ def test_each_sample_gets_its_own_groups_advantage(tmp_path):
     cfg = apply_overrides(load_config_file("configs/grpo_demo.py"), OVERRIDES + [
         "config.rollout.prompts_per_step=3", "config.rollout.num_generations=4",
         "config.grpo.micro_batch_size=4", "config.grpo.num_iterations=1",
+        f"config.grpo.advantage_estimator={ESTIMATOR}", "config.grpo.scale=group",
         f"config.grpo.std_ddof={STD_DDOF}", f"config.grpo.adv_eps={ADV_EPS}",
         "config.train.eval_every=0", "config.train.checkpoint_every=0",
         "config.ssb.enabled=True", "config.ssb.adv_tol=1e-3"])
@@ -63,5 +66,7 @@ def test_each_sample_gets_its_own_groups_advantage(tmp_path):
             ids[:-1] if len(ids) and ids[-1] == eos else ids, skip_special_tokens=False)
         assert e.sample.reward == np.float32(by_uid[uid][text]), (uid, text)  # its own reward
         group = np.asarray([r for u, _, r in given if u == uid], np.float64)
-        expected = (e.sample.reward - group.mean()) / (group.std(ddof=STD_DDOF) + ADV_EPS)
+        g = len(group)
+        expected = (g / (g - 1) * (e.sample.reward - group.mean())
+                    / (group.std(ddof=STD_DDOF) + ADV_EPS))
         np.testing.assert_allclose(e.sample.advantage, expected, rtol=1e-4, atol=1e-5)
