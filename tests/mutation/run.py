@@ -52,7 +52,8 @@ def _trainer_lines(root: Path) -> dict[str, set[int]]:
 
 # name: (modules, pytest arguments, line selector or None)
 GROUPS = {
-    "batching": (["r1v2_jax/rl/batching.py"], ["tests/rl/test_batching.py"], None),
+    "batching": (["r1v2_jax/rl/batching.py", "r1v2_jax/train/packing.py"],
+                 ["tests/rl/test_batching.py"], None),
     "ssb": (["r1v2_jax/rl/ssb.py"], ["tests/rl/test_ssb.py", "tests/rl/test_ssb_config.py",
                                      "tests/rl/test_ssb_codec.py", "tests/rl/test_ssb_edges.py"],
             None),

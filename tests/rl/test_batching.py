@@ -98,3 +98,22 @@ def test_grpo_batch_defaults_and_errors():
     with pytest.raises(ValueError, match=r"^micro-batch 0 has 3 image tiles, more than "
                                          r"tiles_per_micro=2; raise it in the config$"):
         grpo_batch(big, seq_len=4, micro=1, tiles_per_micro=2, pad_id=PAD, image_shape=(4, 4, 3))
+
+
+def test_grpo_batch_loss_mask_per_sample_and_per_token():
+    samples = [_sample(i, [5, 6], [7, 8], [-1.0, -2.0], 1.0, np.zeros((0, 4, 4, 3), np.float32))
+               for i in range(2)]
+    kw = dict(seq_len=5, micro=2, tiles_per_micro=0, pad_id=PAD, image_shape=(4, 4, 3))
+    full = [[0, 1, 1, 0], [0, 1, 1, 0]]  # targets 6 7 8 pad: the completion is 7 8
+    np.testing.assert_array_equal(grpo_batch(samples, **kw).completion_mask[0], full)
+    b = grpo_batch(samples, loss_mask=np.array([1, 0]), **kw)  # sample 1 leaves the loss
+    np.testing.assert_array_equal(b.completion_mask[0], [[0, 1, 1, 0], [0, 0, 0, 0]])
+    tokens = np.array([[1, 1, 0, 1], [1, 0, 1, 1]])  # token 8 of row 0, 7 of row 1 rejected
+    b = grpo_batch(samples, loss_mask=tokens, **kw)
+    np.testing.assert_array_equal(b.completion_mask[0], [[0, 1, 0, 0], [0, 0, 1, 0]])
+    np.testing.assert_allclose(b.old_logps[0], [[0, -1, -2, 0], [0, -1, -2, 0]])
+    with pytest.raises(ValueError) as err:
+        grpo_batch(samples, loss_mask=np.ones((2, 3)), **kw)
+    assert str(err.value) == "grpo_batch: loss_mask must have shape (2,) or (2, 4), got (2, 3)"
+    with pytest.raises(ValueError, match=r"got \(3,\)$"):
+        grpo_batch(samples, loss_mask=np.ones(3), **kw)
