@@ -20,7 +20,10 @@ def grpo_recipe():
         repetition_penalty=1.0, stop_strings=(),
         # continuous batching on this many decode slots (docs/generation.md); 0 = one
         # static batch of prompts_per_step x num_generations rows
-        slots=0))
+        slots=0,
+        # every N steps log the rollout-vs-trainer log-prob mismatch of the fresh samples
+        # (rollout/logprob_delta_*, rollout/logprob_kl; one extra forward); 0 = never
+        logprob_check_every=10))
     c.reward = ml_collections.ConfigDict(dict(
         w_acc=1.0, w_fmt=0.5, w_rm=0.0, rm_standardize=True, rm_clip_tau=1.0, rm_gate="agree",
         # answer checking: hard limits per check and per batch (unfinished checks score 0)

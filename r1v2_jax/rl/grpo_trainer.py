@@ -32,7 +32,7 @@ from r1v2_jax.rl.grpo_step import (GRPOLossOptions, make_grpo_update, make_score
                                    rollout_correction_enabled)
 from r1v2_jax.rl.off_policy import correction_terms
 from r1v2_jax.rl.reward_shaping import apply_overlong, mask_truncated, truncation_keep
-from r1v2_jax.rl.rollout import Sample, SamplingOptions, rollout
+from r1v2_jax.rl.rollout import Sample, SamplingOptions, logprob_mismatch, rollout
 from r1v2_jax.rl import ssb as ssb_lib
 from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
 from r1v2_jax.train.optimizer import make_optimizer
@@ -181,6 +181,7 @@ class GRPOTrainer(Trainer):
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         g = cfg.grpo
         shaping: dict[str, float] = {}
+        health: list[dict[str, float]] = []  # each rollout call's engine metrics
 
         def draw(round_: int):  # one batch of prompts -> groups with shaped rewards
             prompts, self.data_state = next_batch(self.train_examples, int(cfg.rollout.prompts_per_step),
@@ -191,6 +192,7 @@ class GRPOTrainer(Trainer):
                             rules=self.rules, slots=int(cfg.rollout.slots) or None)
             shaping.update(apply_overlong([s for grp in drawn for s in grp], g.get("overlong"),
                                           self.sampling.max_new_tokens))
+            health.append(drawn.metrics)
             return drawn
 
         ds = dict(g.get("dynamic_sampling") or {})
@@ -201,6 +203,7 @@ class GRPOTrainer(Trainer):
         else:
             groups, ds_metrics = draw(0), {}
         fresh = [s for grp in groups for s in grp]
+        rollout_seconds = time.time() - t0  # generation + reward scoring
         rewards = np.asarray([s.reward for s in fresh], np.float32)
         estimator = ADVANTAGE_ESTIMATORS.get(g.get("advantage_estimator", "grpo"),
                                              "config.grpo.advantage_estimator")
@@ -224,7 +227,13 @@ class GRPOTrainer(Trainer):
             is_weights, loss_mask, rc_metrics = correction_terms(batch, self._score(batch),
                                                                  g.rollout_correction, is_weights)
         effective_batch = float(np.mean([abs(s.advantage) > tol for s in batch]))
+        rollout_health = self._rollout_health(fresh, health)
+        t_update = time.time()
         upd = self._update(batch, is_weights, loss_mask)
+        seconds = time.time() - t0
+        rollout_health.update({"rollout/seconds": rollout_seconds,
+                               "rollout/time_share": rollout_seconds / seconds,
+                               "update/seconds": time.time() - t_update})
         record = {
             "step": self.step, "stage": self.stage,
             "reward_mean": float(rewards.mean()),
@@ -235,11 +244,29 @@ class GRPOTrainer(Trainer):
             "truncated_rate": float(np.mean([s.truncated for s in fresh])),
             "effective_ratio_fresh": effective_fresh,
             "effective_ratio_batch": effective_batch,
-            **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd,
+            **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd, **rollout_health,
             "skipped_updates": self.counters["skipped_updates"],
-            "seconds": time.time() - t0,
+            "seconds": seconds,
         }
         return record
+
+    def _rollout_health(self, fresh: list[Sample], health: list[dict[str, float]]):
+        """The engine's metrics of this step's rollout calls (tokens/s, slot occupancy...)
+        and, every rollout.logprob_check_every steps, the rollout-vs-trainer log-prob
+        mismatch on the fresh samples (one extra forward over them)."""
+        out = {k: float(np.mean([h[k] for h in health])) for k in health[0]} if health else {}
+        if health:
+            out["rollout/generate_seconds"] = float(sum(h["rollout/generate_seconds"]
+                                                        for h in health))
+        every = int(self.cfg.rollout.logprob_check_every)
+        if every and self.step % every == 0:
+            now = self._score(fresh)
+            starts = [len(s.example.prompt_ids) - 1 for s in fresh]
+            out.update(logprob_mismatch(
+                [s.behaviour_logps for s in fresh],
+                [now[i, a:a + len(s.behaviour_logps)] for i, (s, a) in
+                 enumerate(zip(fresh, starts))]))
+        return out
 
     def _assemble_with_ssb(self, fresh: list[Sample]):
         """Fresh effective samples first; zero-advantage slots refilled from the buffer.
