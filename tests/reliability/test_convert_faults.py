@@ -64,9 +64,11 @@ def test_signal_during_to_jax_leaves_nothing_or_everything(tiny_hf, tmp_path, si
     if code == 128 + signum:  # interrupted: nothing written
         assert f"interrupted by {signum.name}" in err and "Traceback" not in err, err[-2000:]
         assert not dst.exists()
-    else:  # the signal came after the rename (or killed the process after it): complete
+    elif dst.exists():  # the signal came after the rename (or killed the process after it)
         assert code in (0, -signum), (code, err[-2000:])
         assert _same_params(load_jax_checkpoint(dst)[1], load_jax_checkpoint(ref)[1])
+    else:  # on a loaded machine the signal can land before Python installed its handler
+        assert code == -signum, (code, err[-2000:])
     if after_partial and delay == 0.0:
         assert seen and code == 128 + signum, "the signal was meant to land mid-write"
 
