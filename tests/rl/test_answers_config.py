@@ -91,6 +91,9 @@ def test_extraction_details():
     (R + "\\boxed{0.3333334}", "1/3", "math", dict(float_rounding=2), (True, "match")),
     (R + "\\boxed{\\text{Blue}}", "blue", "text", dict(), (True, "match")),
     (R + "\\boxed{Red}", "blue", "text", dict(), (False, "mismatch")),
+    # an empty box is no boxed answer; the last line is then the box itself, which
+    # math-verify cannot read
+    (R + "\\boxed{}", "4", "math", dict(), (False, "unparsable_answer")),
 ])
 def test_options_change_the_verdict(response, gold, answer_type, kw, expected):
     got = check_answer(response, gold, answer_type, AnswerCheckConfig(**kw))
