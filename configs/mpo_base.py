@@ -18,6 +18,8 @@ def mpo_fields():
         loss="mpo", beta=0.1, weights=(0.8, 0.2, 1.0), label_smoothing=0.0, logprob_chunk=512,
         # pairs: n samples per prompt, best vs worst, margin on a 0-100 scale >= threshold
         threshold=15.0, report_thresholds=(7.0, 10.0, 15.0), score_scale=100.0,
+        # the chosen side must answer correctly (docs/mpo.md, a CHOICE: not in the paper)
+        require_correct_chosen=True,
         score_range=(),  # () = the hybrid reward's own range (needs reward.rm_clip_tau)
         prompts_per_round=64, num_samples=8, temperature=1.0, top_p=1.0, top_k=0,
         min_pairs_per_round=64, max_sampling_attempts=4,

@@ -218,7 +218,8 @@ class MPOTrainer(Trainer):
                 prompt=self.prompt, seed=seed, policy_version=self.step, score=self.score,
                 score_range=self.score_range, threshold=float(m.threshold),
                 report_thresholds=tuple(float(t) for t in m.report_thresholds),
-                scale=float(m.score_scale))
+                scale=float(m.score_scale),
+                require_correct_chosen=bool(m.require_correct_chosen))
             online += pairs
             stats.append(st.as_dict())
             self.counters["sampling_attempts"] += 1
@@ -228,7 +229,8 @@ class MPOTrainer(Trainer):
             raise RuntimeError(
                 f"[{self.stage}] no preference pair in {len(stats)} sampling attempt(s) of "
                 f"{m.prompts_per_round} prompts: every group's score margin is below "
-                f"mpo.threshold={m.threshold} (or all equal); lower the threshold or raise "
+                f"mpo.threshold={m.threshold} (or all equal, or, with "
+                f"mpo.require_correct_chosen, no correct answer); lower the threshold or raise "
                 f"mpo.num_samples / mpo.temperature")
         self.online, self.pool_state = online, DataState()
         self.pool = online + self.offline

@@ -16,6 +16,12 @@ Pairing rule per group: chosen = the first sample with the highest score, reject
 first with the lowest; the pair is kept iff margin = s_chosen - s_rejected is > 0 and
 >= threshold and the two completions differ. So ties (margin 0) and all-equal groups
 never give a pair, whatever the threshold.
+
+`require_correct_chosen` (mpo.require_correct_chosen, default True; a CHOICE, docs/mpo.md):
+the chosen response must have a correct answer (accuracy reward 1). Chosen is then the
+first highest-scored *correct* sample, and a group without one gives no pair. Without it a
+pair can hold two wrong answers whose margin comes from the format or RM terms alone, and
+MPO's SFT term then imitates a wrong answer.
 """
 
 from __future__ import annotations
@@ -146,6 +152,7 @@ class PairStats:
     groups: int
     pairs: int
     all_equal_groups: int
+    no_correct_chosen: int  # groups dropped by require_correct_chosen
     by_threshold: dict[str, int]
     sampled_reward: float  # mean raw hybrid reward of every sample
     sampled_accuracy: float
@@ -166,15 +173,38 @@ def _mean(xs) -> float:
     return float(np.mean(xs)) if len(xs) else float("nan")
 
 
+def _correct_best_vs_worst(group: Sequence[Sample], scores: np.ndarray,
+                           threshold: float) -> tuple[int, int] | None:
+    """best_vs_worst with the chosen side restricted to correct samples (accuracy >= 1)."""
+    correct = [i for i, s in enumerate(group) if s.accuracy >= 1.0]
+    if not correct:
+        return None
+    best = correct[int(np.argmax(scores[correct]))]
+    worst = int(np.argmin(scores))
+    margin = scores[best] - scores[worst]
+    if not (margin > 0.0 and margin >= threshold):
+        return None
+    if np.array_equal(group[best].completion_ids, group[worst].completion_ids):
+        return None
+    return best, worst
+
+
 def pairs_from_groups(groups: Sequence[Sequence[Sample]], score_range: tuple[float, float], *,
                       threshold: float, report_thresholds: Sequence[float] = (),
-                      scale: float = 100.0) -> tuple[list[PreferencePair], PairStats]:
-    """Best-vs-worst pairs of scored rollout groups, with the statistics of the round."""
-    pairs, group_scores = [], []
+                      scale: float = 100.0, require_correct_chosen: bool = True,
+                      ) -> tuple[list[PreferencePair], PairStats]:
+    """Best-vs-worst pairs of scored rollout groups, with the statistics of the round.
+    require_correct_chosen: see the module docstring; `no_correct_chosen` counts the groups
+    that would have paired on score alone but were dropped for it."""
+    pairs, group_scores, dropped = [], [], 0
     for group in groups:
         scores = scale_scores([s.reward for s in group], score_range, scale)
         group_scores.append(scores)
         picked = best_vs_worst(scores, threshold, [s.completion_ids for s in group])
+        if require_correct_chosen:
+            by_score = picked
+            picked = _correct_best_vs_worst(group, scores, threshold)
+            dropped += by_score is not None and picked is None
         if picked is None:
             continue
         c, r = group[picked[0]], group[picked[1]]
@@ -187,6 +217,7 @@ def pairs_from_groups(groups: Sequence[Sequence[Sample]], score_range: tuple[flo
     stats = PairStats(
         groups=len(groups), pairs=len(pairs),
         all_equal_groups=sum(bool(np.all(s == s[0])) for s in group_scores if len(s)),
+        no_correct_chosen=int(dropped),
         by_threshold=threshold_report(group_scores, report_thresholds),
         sampled_reward=_mean([s.reward for s in flat]),
         sampled_accuracy=_mean([s.accuracy for s in flat]),
@@ -203,10 +234,12 @@ def sample_pairs(config, params, examples: Sequence[PromptExample], options: Sam
                  *, tokenizer: Tokenizer, prompt: PromptConfig, seed: int, policy_version: int,
                  score: Callable[..., dict[str, Any]], score_range: tuple[float, float],
                  threshold: float, report_thresholds: Sequence[float] = (),
-                 scale: float = 100.0) -> tuple[list[PreferencePair], PairStats]:
+                 scale: float = 100.0, require_correct_chosen: bool = True,
+                 ) -> tuple[list[PreferencePair], PairStats]:
     """Sample `options.num_samples` responses per prompt with the current policy, score
     them with `score` (the hybrid reward, `rl/scoring.make_scorer`), pair best vs worst."""
     groups = rollout(config, params, examples, options, tokenizer=tokenizer, prompt=prompt,
                      seed=seed, policy_version=policy_version, score=score)
     return pairs_from_groups(groups, score_range, threshold=threshold,
-                             report_thresholds=report_thresholds, scale=scale)
+                             report_thresholds=report_thresholds, scale=scale,
+                             require_correct_chosen=require_correct_chosen)

@@ -115,3 +115,24 @@ def test_preference_records_to_token_pairs(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({**record, "rejected": record["chosen"]}) + "\n")
     with pytest.raises(ValueError, match="bad.jsonl:1: field 'rejected'"):
         load_preference_pairs(str(tmp_path / "bad.jsonl"), tok, tiling, prompt)
+
+
+def test_require_correct_chosen_pairs_only_a_correct_answer_over_the_worst():
+    a, b, c = _example(0), _example(1), _example(2)
+    groups = [
+        # two wrong answers, margin 66.7 from the format term alone: paired by score only
+        [_sample(a, 0.5, [1]), _sample(a, 0.0, [2])],
+        # a wrong answer outscores the correct one (RM term): chosen = the correct one
+        [_sample(b, 1.2, [3]), _sample(b, 1.0, [4], accuracy=1.0), _sample(b, 0.0, [5])],
+        # the only correct answer is within 15 points of the worst: no pair
+        [_sample(c, 0.6, [6]), _sample(c, 0.2, [7], accuracy=1.0), _sample(c, 0.0, [8])],
+    ]
+    pairs, stats = pairs_from_groups(groups, (0.0, 1.5), threshold=15.0)
+    assert [(p.example.uid, p.chosen_ids.tolist(), p.rejected_ids.tolist()) for p in pairs] == [
+        (1, [4], [5])]
+    np.testing.assert_allclose([pairs[0].chosen_score, pairs[0].rejected_score], [200 / 3, 0.0])
+    assert stats.no_correct_chosen == 2 and stats.pairs == 1
+    off, off_stats = pairs_from_groups(groups, (0.0, 1.5), threshold=15.0,
+                                       require_correct_chosen=False)
+    assert [(p.example.uid, p.chosen_ids.tolist()) for p in off] == [(0, [1]), (1, [3]), (2, [6])]
+    assert off_stats.no_correct_chosen == 0
