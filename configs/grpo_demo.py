@@ -55,7 +55,8 @@ def smoke(c):
     # separate the samples so that pairs exist
     c.mpo.reward.update(rm_gate="none", w_rm=1.0)
     c.mpo.update(threshold=0.01, prompts_per_round=4, num_samples=2, min_pairs_per_round=1,
-                 steps_per_round=2, batch_size=2, micro_batch_size=2)
+                 steps_per_round=2, batch_size=2, micro_batch_size=2,
+                 require_correct_chosen=False)
     c.mpo.train.update(steps=2, checkpoint_every=0)
     c.rollout.update(prompts_per_step=2, num_generations=2, max_new_tokens=8, eval_batch_size=8)
     c.grpo.micro_batch_size = 4
