@@ -274,7 +274,8 @@ def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *,
     pairs, stats = sample_pairs(ctx.model, params, prompts, options, tokenizer=ctx.tokenizer,
                                 prompt=ctx.prompt, seed=int(base.train.seed), policy_version=0,
                                 score=score, score_range=score_range, threshold=float(m.threshold),
-                                scale=float(m.score_scale))
+                                scale=float(m.score_scale),
+                                require_correct_chosen=bool(m.require_correct_chosen))
     if not pairs:
         raise RuntimeError(f"compare: no pair from {len(prompts)} prompts at mpo.threshold="
                            f"{m.threshold}")
