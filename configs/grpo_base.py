@@ -30,7 +30,13 @@ def grpo_recipe():
         check_timeout_s=5.0, check_batch_timeout_s=120.0, check_workers=1,
         # the reward model of the w_rm term: the final/ folder of an `rm` run (value head +
         # calibration.json); rm_calibration names another calibration JSON
-        rm_checkpoint="", rm_calibration=""))
+        rm_checkpoint="", rm_calibration="",
+        # how far the RM term may move advantages (rl/rewards.RMAdvantageOptions):
+        # rm_scope all | mixed_groups, rm_scale group | batch, rm_share_cap in [0, 1), 0 = off
+        rm_scope="all", rm_scale="group", rm_share_cap=0.0))
+    # a fixed probe: the first `prompts` held-out prompts sampled num_samples times at
+    # `temperature` every `every` steps -> probe/accuracy, probe/pass_at_k; prompts=0: off
+    c.probe = ml_collections.ConfigDict(dict(prompts=0, num_samples=4, every=5, temperature=1.0))
     # reward-model serving shapes (0 = from the data)
     c.rm = ml_collections.ConfigDict(dict(score_batch_size=16, max_seq_len=0, max_tiles=0))
     c.ssb = ml_collections.ConfigDict(dict(

@@ -25,12 +25,13 @@ from r1v2_jax.data.tokenizer import Tokenizer
 from r1v2_jax.losses import ADVANTAGE_ESTIMATORS
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.rl.batching import grpo_batch
-from r1v2_jax.rl.evaluate import evaluate
+from r1v2_jax.rl.evaluate import evaluate, evaluate_sampled
 from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.dynamic_sampling import collect_groups
 from r1v2_jax.rl.grpo_step import (GRPOLossOptions, make_grpo_update, make_score_fn,
                                    rollout_correction_enabled)
 from r1v2_jax.rl.off_policy import correction_terms
+from r1v2_jax.rl.rewards import RMAdvantageOptions, hybrid_advantages
 from r1v2_jax.rl.reward_shaping import apply_overlong, mask_truncated, truncation_keep
 from r1v2_jax.rl.rollout import Sample, SamplingOptions, logprob_mismatch, rollout
 from r1v2_jax.rl import ssb as ssb_lib
@@ -137,6 +138,18 @@ class GRPOTrainer(Trainer):
                                  mesh=mesh, rules=rules, state_shardings=state)
                 for o in (on_policy, off_policy))
         self.score_logps = _score_fn(model_config, float(r.temperature))
+        self.rm_options = RMAdvantageOptions.from_config(cfg.reward)
+        if not self.rm_options.is_default and (g.get("advantage_estimator", "grpo") != "grpo"
+                                               or g.scale != "group"):
+            raise ValueError("config.reward.rm_scope / rm_scale / rm_share_cap need "
+                             "config.grpo.advantage_estimator='grpo' and config.grpo.scale='group'")
+        p = cfg.probe
+        if int(p.prompts) > len(self.heldout):
+            raise ValueError(f"config.probe.prompts={p.prompts} but only {len(self.heldout)} "
+                             f"held-out prompts")
+        if int(p.prompts) and (int(p.every) < 1 or int(p.num_samples) < 1 or not p.temperature > 0):
+            raise ValueError(f"config.probe needs every >= 1, num_samples >= 1 and temperature > 0, "
+                             f"got {p.every}, {p.num_samples}, {p.temperature}")
         self.counters = {"skipped_updates": 0}
 
     def _needs_is(self) -> bool:
@@ -169,9 +182,32 @@ class GRPOTrainer(Trainer):
 
     # ----------------------------------------------------------------------------- loop
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.config, self.params(), self.heldout, tokenizer=self.tok,
-                        prompt=self.prompt, max_new_tokens=self.sampling.max_new_tokens,
-                        batch_size=int(self.cfg.rollout.eval_batch_size), score=self.score)
+        out = evaluate(self.config, self.params(), self.heldout, tokenizer=self.tok,
+                       prompt=self.prompt, max_new_tokens=self.sampling.max_new_tokens,
+                       batch_size=int(self.cfg.rollout.eval_batch_size), score=self.score)
+        if self.step == 0:  # the start of the probe curve (train steps log the rest)
+            out.update(self.probe())
+        return out
+
+    def probe(self) -> dict[str, float]:
+        """Sampled accuracy (avg@k) and pass@k of the current policy on the first
+        probe.prompts held-out prompts, k = probe.num_samples at probe.temperature, the
+        same prompts and sampling seed every time: a learning curve without the noise of
+        each step's new prompts. {} when off (probe.prompts = 0)."""
+        p = self.cfg.probe
+        if not int(p.prompts):
+            return {}
+        m = evaluate_sampled(self.config, self.params(), self.heldout[:int(p.prompts)],
+                             tokenizer=self.tok, prompt=self.prompt,
+                             max_new_tokens=self.sampling.max_new_tokens,
+                             batch_size=int(self.cfg.rollout.eval_batch_size),
+                             num_samples=int(p.num_samples), temperature=float(p.temperature),
+                             seed=int(self.cfg.train.seed), score=self.score)
+        return {"probe/accuracy": m["eval_sampled_accuracy"], "probe/pass_at_k": m["eval_pass_at_k"]}
+
+    def _probe_due(self) -> bool:
+        """After the update of every probe.every-th step and of the last step."""
+        return self.step % int(self.cfg.probe.every) == 0 or self.step == int(self.cfg.train.steps)
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.time()
@@ -182,6 +218,8 @@ class GRPOTrainer(Trainer):
         g = cfg.grpo
         shaping: dict[str, float] = {}
         health: list[dict[str, float]] = []  # each rollout call's engine metrics
+        rm_part: dict[int, tuple[Sample, float]] = {}  # id -> (sample, w_rm * RM term)
+        w = cfg.reward
 
         def draw(round_: int):  # one batch of prompts -> groups with shaped rewards
             prompts, self.data_state = next_batch(self.train_examples, int(cfg.rollout.prompts_per_step),
@@ -190,6 +228,9 @@ class GRPOTrainer(Trainer):
                             prompt=self.prompt, seed=(seed + round_) % 2**31,
                             policy_version=self.step, score=self.score, mesh=self.mesh,
                             rules=self.rules, slots=int(cfg.rollout.slots) or None)
+            for s in (s for grp in drawn for s in grp):  # the RM part, before any shaping
+                rm_part[id(s)] = (s, 0.0 if float(w.w_rm) == 0.0 else
+                                  s.reward - float(w.w_acc) * s.accuracy - float(w.w_fmt) * s.format)
             shaping.update(apply_overlong([s for grp in drawn for s in grp], g.get("overlong"),
                                           self.sampling.max_new_tokens))
             health.append(drawn.metrics)
@@ -207,10 +248,17 @@ class GRPOTrainer(Trainer):
         rewards = np.asarray([s.reward for s in fresh], np.float32)
         estimator = ADVANTAGE_ESTIMATORS.get(g.get("advantage_estimator", "grpo"),
                                              "config.grpo.advantage_estimator")
-        adv = np.asarray(estimator(
-            jnp.asarray(rewards), self.sampling.num_samples, scale=g.scale,
-            std_ddof=int(g.std_ddof), eps=float(g.adv_eps),
-            lengths=jnp.asarray([len(s.completion_ids) for s in fresh], jnp.float32)))
+        rm_metrics: dict[str, float] = {}
+        if self.rm_options.is_default:
+            adv = np.asarray(estimator(
+                jnp.asarray(rewards), self.sampling.num_samples, scale=g.scale,
+                std_ddof=int(g.std_ddof), eps=float(g.adv_eps),
+                lengths=jnp.asarray([len(s.completion_ids) for s in fresh], jnp.float32)))
+        else:  # the RM term kept in check (reward.rm_scope / rm_scale / rm_share_cap)
+            rm = np.asarray([rm_part[id(s)][1] for s in fresh], np.float64)
+            adv, rm_metrics = hybrid_advantages(rewards - rm, rm, self.sampling.num_samples,
+                                                self.rm_options, std_ddof=int(g.std_ddof),
+                                                eps=float(g.adv_eps))
         for s, a in zip(fresh, adv):
             s.advantage = float(a)
         if g.get("mask_truncated_completions", False):
@@ -234,6 +282,7 @@ class GRPOTrainer(Trainer):
         rollout_health.update({"rollout/seconds": rollout_seconds,
                                "rollout/time_share": rollout_seconds / seconds,
                                "update/seconds": time.time() - t_update})
+        probe = self.probe() if self._probe_due() else {}  # not in `seconds`
         record = {
             "step": self.step, "stage": self.stage,
             "reward_mean": float(rewards.mean()),
@@ -244,7 +293,7 @@ class GRPOTrainer(Trainer):
             "truncated_rate": float(np.mean([s.truncated for s in fresh])),
             "effective_ratio_fresh": effective_fresh,
             "effective_ratio_batch": effective_batch,
-            **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd, **rollout_health,
+            **probe, **rm_metrics, **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd, **rollout_health,
             "skipped_updates": self.counters["skipped_updates"],
             "seconds": seconds,
         }

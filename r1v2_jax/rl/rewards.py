@@ -366,3 +366,111 @@ def compute_rewards(
     total = (config.w_acc * accuracy + config.w_rm * rm + config.w_fmt * fmt).astype(np.float32)
     return RewardBatch(accuracy, fmt, rm_raw, rm, total, tuple(c.reason for c in checks),
                        tuple(c.extracted for c in checks))
+
+
+# ----------------------------------------------------------------------------- RM term vs answer
+RM_SCOPES = ("all", "mixed_groups")
+RM_SCALES = ("group", "batch")
+
+
+@dataclass(frozen=True)
+class RMAdvantageOptions:
+    """How far the reward-model term may move GRPO advantages (config `reward.rm_scope`,
+    `reward.rm_scale`, `reward.rm_share_cap`). The defaults ("all", "group", 0) are plain
+    GRPO on the total hybrid reward.
+
+    R1V2's hybrid reward (eq. 7) combines rule-based verification with the reward model
+    and warns that an excessive reward-model signal induces visual hallucination; it gives
+    the RM a calibrated threshold but no values. These options are our CHOICE of how to keep
+    the answer signal in charge. With group std scaling, an RM difference of 0.015 in an
+    all-correct group becomes an advantage of about +-1 (as large as any in a genuinely
+    mixed group), so the RM alone decides updates there. Each option removes that:
+
+    rm_scope "mixed_groups" (acts on REWARDS, before the advantage): the RM term is set to 0
+      in groups whose rule rewards (everything but the RM term) are all equal, so such a
+      group has A = 0, as without an RM; where the answers differ the RM orders responses
+      within the same rule reward. Rewards are the right place: the group then simply has
+      no signal (the SSB sees |A| = 0 and replays something else).
+    rm_scale "batch" (acts on ADVANTAGES): A = A_rule + A_rm with
+      A_rule = (r_rule - mean_g r_rule) / (std_g(r_rule) + eps)   (answer signal, per group)
+      A_rm   = (r_rm - mean_g r_rm) / (std_batch(r) + eps)        (r = r_rule + r_rm)
+      so an RM difference keeps the size it has next to the batch's reward spread instead
+      of being stretched by a tiny group std. It needs the split of the reward into its
+      parts, hence advantages. ("group": one denominator std_g(r) + eps for both parts,
+      i.e. plain GRPO on r.)
+    rm_share_cap c in [0, 1) (acts on ADVANTAGES, last): |A_rm| <= c / (1 - c) * |A_rule|
+      per sample, i.e. the RM term's share |A_rm| / (|A_rule| + |A_rm|) <= c; where the
+      answer signal is 0 the RM term is 0. A share is only defined on the advantage split.
+      0 = off.
+    """
+
+    scope: str = "all"
+    scale: str = "group"
+    share_cap: float = 0.0
+
+    def __post_init__(self):
+        if self.scope not in RM_SCOPES:
+            raise ValueError(f"config.reward.rm_scope must be one of {RM_SCOPES}, got {self.scope!r}")
+        if self.scale not in RM_SCALES:
+            raise ValueError(f"config.reward.rm_scale must be one of {RM_SCALES}, got {self.scale!r}")
+        if not 0.0 <= self.share_cap < 1.0:
+            raise ValueError(f"config.reward.rm_share_cap must be in [0, 1) (0 = off), got {self.share_cap}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == RMAdvantageOptions()
+
+    @classmethod
+    def from_config(cls, reward_cfg) -> "RMAdvantageOptions":
+        return cls(str(reward_cfg.rm_scope), str(reward_cfg.rm_scale), float(reward_cfg.rm_share_cap))
+
+
+def _groups(x: np.ndarray, group_size: int) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if group_size < 1 or x.size % group_size:
+        raise ValueError(f"{x.size} rewards do not split into groups of {group_size}")
+    return x.reshape(-1, group_size)
+
+
+def scope_rm(rule: np.ndarray, rm: np.ndarray, group_size: int, scope: str) -> np.ndarray:
+    """The RM term after `rm_scope` (RMAdvantageOptions): "mixed_groups" zeroes it in
+    groups whose rule rewards are all equal. float64 [B]."""
+    rm_g = _groups(rm, group_size)
+    if scope == "mixed_groups":
+        r = _groups(rule, group_size)
+        rm_g = np.where(np.all(r == r[:, :1], axis=1, keepdims=True), 0.0, rm_g)
+    return rm_g.reshape(-1)
+
+
+def hybrid_advantages(rule: np.ndarray, rm: np.ndarray, group_size: int, opts: RMAdvantageOptions,
+                      *, std_ddof: int = 1, eps: float = 1e-4) -> tuple[np.ndarray, dict[str, float]]:
+    """GRPO advantages of r = rule + rm under `opts` (formulas: RMAdvantageOptions).
+
+    rule: [B] every reward part but the RM term (w_acc*accuracy + w_fmt*format + shaping);
+    rm: [B] the weighted RM term (w_rm * r_theta~); groups are consecutive runs of
+    `group_size`. Returns (A float32 [B], metrics): rm_adv_share = sum|A_rm| / sum(|A_rule|
+    + |A_rm|) over the batch (0 when both are 0) and rm_scoped_groups = share of groups whose
+    RM term `rm_scope` removed.
+    """
+    rule_g = _groups(rule, group_size)
+    rm_g = scope_rm(rule, rm, group_size, opts.scope).reshape(rule_g.shape)
+    if group_size <= std_ddof:
+        raise ValueError(f"hybrid_advantages: group_size {group_size} must be > std_ddof {std_ddof}")
+    total = rule_g + rm_g
+    d_rule = rule_g - rule_g.mean(axis=1, keepdims=True)
+    d_rm = rm_g - rm_g.mean(axis=1, keepdims=True)
+    if opts.scale == "group":
+        den_rule = den_rm = total.std(axis=1, ddof=std_ddof, keepdims=True) + eps
+    else:
+        den_rule = rule_g.std(axis=1, ddof=std_ddof, keepdims=True) + eps
+        den_rm = total.std(ddof=std_ddof) + eps
+    a_rule, a_rm = d_rule / den_rule, d_rm / den_rm
+    if opts.share_cap > 0.0:
+        limit = opts.share_cap / (1.0 - opts.share_cap) * np.abs(a_rule)
+        a_rm = np.clip(a_rm, -limit, limit)
+    both = np.abs(a_rule).sum() + np.abs(a_rm).sum()
+    scoped = (np.all(rule_g == rule_g[:, :1], axis=1) if opts.scope == "mixed_groups"
+              else np.zeros(len(rule_g), bool))
+    metrics = {"rm_adv_share": float(np.abs(a_rm).sum() / both) if both > 0 else 0.0,
+               "rm_scoped_groups": float(scoped.mean())}
+    return (a_rule + a_rm).reshape(-1).astype(np.float32), metrics
