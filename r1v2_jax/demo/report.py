@@ -93,10 +93,14 @@ def plot_runs(out: str) -> list[str]:
               ("accuracy", "training accuracy (fresh rollouts)"),
               ("effective_ratio_fresh", "effective share: fresh samples"),
               ("effective_ratio_batch", "effective share: update batch"))
+    if any("probe/accuracy" in m for rows in runs.values() for m in rows):  # config.probe on
+        panels += (("probe/accuracy", "probe accuracy (fixed held-out prompts)"),)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (key, title) in zip(axes, panels):
         for name, rows in runs.items():
-            pts = [(m["step"], m[key]) for m in rows if key in m and m["step"] > 0]
+            # the probe's curve starts at step 0 (the policy before GRPO)
+            first = 0 if key.startswith("probe/") else 1
+            pts = [(m["step"], m[key]) for m in rows if key in m and m["step"] >= first]
             if pts:
                 ax.plot(*zip(*pts), label="with SSB" if name == "grpo" else "without SSB")
         ax.set_title(title, fontsize=9)
