@@ -3,10 +3,11 @@
 The reward is 1 when the first token after `<think>\\n` begins with a space (" 3", " blue",
 ...: about a third of the demo vocabulary, so a random policy succeeds ~1/3 of the time)
 and 0 otherwise. A working trainer (advantages, loss sign, completion mask, optimizer mask)
-pushes the rate of success from ~0.35 past 0.8 within 30 steps of 2 prompts x 8 samples;
+pushes the rate of success from ~0.3-0.5 past 0.8 within 30 steps of 2 prompts x 8 samples;
 each of those planted bugs keeps it at or below its start (checked when this test was
 written: loss sign flipped, advantages zeroed or shuffled across the batch, completion
-mask shifted by one token, trainable part frozen).
+mask shifted by one token, trainable part frozen, optimizer mask on the vision tower
+instead of llm+adapter: end rate 0.01-0.35).
 """
 
 import json
@@ -22,7 +23,9 @@ from r1v2_jax.train.config_loader import apply_overrides, load_config_file
 from tests.rl.test_grpo_resume import OVERRIDES
 
 STEPS = 30
-START_MAX, END_MIN = 0.5, 0.8  # success rate over the first 3 / the last 5 steps
+# success rate over the first 3 / the last 5 steps; measured (parameter init keys 0-3):
+# start 0.31-0.48, end 0.89-0.98; every planted bug: end <= 0.35
+START_MAX, END_MIN, MIN_RISE = 0.6, 0.8, 0.3
 
 
 def first_token_bandit(examples, responses):
@@ -57,4 +60,4 @@ def test_grpo_learns_the_first_token_bandit(tmp_path):
     assert len(curve) == STEPS
     start, end = float(np.mean(curve[:3])), float(np.mean(curve[-5:]))
     assert start < START_MAX, curve
-    assert end > END_MIN, curve
+    assert end > END_MIN and end - start > MIN_RISE, curve
