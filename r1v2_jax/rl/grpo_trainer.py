@@ -228,7 +228,9 @@ class GRPOTrainer(Trainer):
                             prompt=self.prompt, seed=(seed + round_) % 2**31,
                             policy_version=self.step, score=self.score, mesh=self.mesh,
                             rules=self.rules, slots=int(cfg.rollout.slots) or None)
-            for s in (s for grp in drawn for s in grp):  # the RM part, before any shaping
+            # the RM part, before any shaping (the scorer's reward is w_acc*accuracy +
+            # w_fmt*format + w_rm*rm: rl/scoring.make_scorer)
+            for s in (s for grp in drawn for s in grp):
                 rm_part[id(s)] = (s, 0.0 if float(w.w_rm) == 0.0 else
                                   s.reward - float(w.w_acc) * s.accuracy - float(w.w_fmt) * s.format)
             shaping.update(apply_overlong([s for grp in drawn for s in grp], g.get("overlong"),
@@ -293,7 +295,8 @@ class GRPOTrainer(Trainer):
             "truncated_rate": float(np.mean([s.truncated for s in fresh])),
             "effective_ratio_fresh": effective_fresh,
             "effective_ratio_batch": effective_batch,
-            **probe, **rm_metrics, **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd, **rollout_health,
+            **probe, **rm_metrics,
+            **shaping, **ds_metrics, **rc_metrics, **ssb_metrics, **upd, **rollout_health,
             "skipped_updates": self.counters["skipped_updates"],
             "seconds": seconds,
         }
