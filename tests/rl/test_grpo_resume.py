@@ -35,10 +35,16 @@ def _trainer(ctx, workdir):
                        log=lambda _: None)
 
 
+# wall-clock measurements differ between any two runs
+TIMINGS = ("seconds", "rollout/seconds", "rollout/time_share", "rollout/generate_seconds",
+           "rollout/decode_tokens_per_s", "update/seconds")
+
+
 def _metrics(workdir):
     rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     for r in rows:
-        r.pop("seconds", None)
+        for key in TIMINGS:
+            r.pop(key, None)
     return rows
 
 
