@@ -186,27 +186,42 @@ def _check_gold(answer: str, answer_type: str, rules: RecordRules, source: str) 
                                                            f"{answer_type!r})")
 
 
+ImagesOf = Callable[[dict, str, "RecordRules"], tuple[tuple, tuple[int, ...]]]
+
+
+def _images_at(base: str) -> ImagesOf:
+    """Images given as paths (absolute, or relative to the records file's folder `base`)."""
+    return lambda obj, source, rules: _images(obj, base, rules, source)
+
+
 def parse_prompt_record(obj: dict, base: str, source: str, rules: RecordRules,
-                        tokenizer: Tokenizer | None) -> PromptRecord:
+                        tokenizer: Tokenizer | None, *, images_of: ImagesOf | None = None,
+                        gold: bool = True) -> PromptRecord:
+    """images_of: how the `images` field is read (default: paths beside the file; the
+    streaming pipeline passes its own, which also takes image bytes). gold: parse the gold
+    answer for its type (the pipeline may defer it)."""
     _check_keys(obj, {"images", "question", "answer", "answer_type", "id", "meta"}, source)
-    images, tiles = _images(obj, base, rules, source)
+    images, tiles = (images_of or _images_at(base))(obj, source, rules)
     question = _nonempty(obj, "question", source, "empty_question")
     answer = _nonempty(obj, "answer", source, "empty_answer")
     answer_type = _field(obj, "answer_type", str, source)
     if answer_type not in ANSWER_TYPES:
         raise RecordError(source, "answer_type", "bad_answer_type",
                           f"{answer_type!r} is not one of {ANSWER_TYPES}")
-    _check_gold(answer, answer_type, rules, source)
+    if gold:
+        _check_gold(answer, answer_type, rules, source)
     n = _prompt_tokens("question", question, tiles, tokenizer, rules, source)
     return PromptRecord(images, ensure_image_tags(question, len(tiles), rules.prompt.image_tag),
                         answer, answer_type, tiles, n, source, obj.get("meta"))
 
 
 def parse_preference_record(obj: dict, base: str, source: str, rules: RecordRules,
-                            tokenizer: Tokenizer | None) -> PreferenceRecord:
+                            tokenizer: Tokenizer | None, *, images_of: ImagesOf | None = None,
+                            gold: bool = True) -> PreferenceRecord:
+    """images_of, gold: as for `parse_prompt_record` (preference records have no gold)."""
     _check_keys(obj, {"images", "prompt", "chosen", "rejected", "chosen_score",
                       "rejected_score", "id", "meta"}, source)
-    images, tiles = _images(obj, base, rules, source)
+    images, tiles = (images_of or _images_at(base))(obj, source, rules)
     prompt = _nonempty(obj, "prompt", source, "empty_prompt")
     responses = {}
     for name in ("chosen", "rejected"):

@@ -34,10 +34,12 @@ class SFTRecord:
 
 
 def parse_sft_record(obj: dict, base: str, source: str, rules: rec.RecordRules,
-                     tokenizer: Tokenizer | None) -> SFTRecord:
+                     tokenizer: Tokenizer | None, *, images_of: rec.ImagesOf | None = None,
+                     gold: bool = True) -> SFTRecord:
+    """images_of, gold: as for `records.parse_prompt_record` (the gold is not checked)."""
     rec._check_keys(obj, {"images", "question", "response", "answer", "answer_type", "id",
                           "meta"}, source)
-    images, tiles = rec._images(obj, base, rules, source)
+    images, tiles = (images_of or rec._images_at(base))(obj, source, rules)
     question = rec._nonempty(obj, "question", source, "empty_question")
     response = rec._nonempty(obj, "response", source, "empty_response")
     try:

@@ -26,8 +26,7 @@ from PIL import Image
 
 from r1v2_jax.data import records as rec
 from r1v2_jax.data.image import ImageError
-from r1v2_jax.data.prompts import completion_of, ensure_image_tags
-from r1v2_jax.data.sft_records import SFTRecord
+from r1v2_jax.data.sft_records import parse_sft_record
 from r1v2_jax.data.tokenizer import Tokenizer
 
 KINDS = ("prompt", "preference", "sft")
@@ -82,67 +81,17 @@ def _images(obj: dict, source: str, rules: rec.RecordRules):
     return tuple(refs), tuple(tiles)
 
 
-def check_prompt(obj, source, rules, tokenizer, gold=True) -> rec.PromptRecord:
-    rec._check_keys(obj, {"images", "question", "answer", "answer_type", "id", "meta"}, source)
-    images, tiles = _images(obj, source, rules)
-    question = rec._nonempty(obj, "question", source, "empty_question")
-    answer = rec._nonempty(obj, "answer", source, "empty_answer")
-    answer_type = rec._field(obj, "answer_type", str, source)
-    if answer_type not in rec.ANSWER_TYPES:
-        raise rec.RecordError(source, "answer_type", "bad_answer_type",
-                              f"{answer_type!r} is not one of {rec.ANSWER_TYPES}")
-    if gold:
-        rec._check_gold(answer, answer_type, rules, source)
-    n = rec._prompt_tokens("question", question, tiles, tokenizer, rules, source)
-    return rec.PromptRecord(images, ensure_image_tags(question, len(tiles), rules.prompt.image_tag),
-                            answer, answer_type, tiles, n, source, obj.get("meta"))
+def _with_image_refs(parse):
+    """records.py's own parser (same rules and messages), reading images as paths or bytes."""
+    def check(obj, source, rules, tokenizer, gold=True):
+        return parse(obj, "", source, rules, tokenizer, images_of=_images, gold=gold)
+    check.__name__ = f"check_{parse.__name__.removeprefix('parse_').removesuffix('_record')}"
+    return check
 
 
-def check_preference(obj, source, rules, tokenizer, gold=True) -> rec.PreferenceRecord:
-    rec._check_keys(obj, {"images", "prompt", "chosen", "rejected", "chosen_score",
-                          "rejected_score", "id", "meta"}, source)
-    images, tiles = _images(obj, source, rules)
-    prompt = rec._nonempty(obj, "prompt", source, "empty_prompt")
-    responses = {}
-    for name in ("chosen", "rejected"):
-        text = rec._nonempty(obj, name, source, f"empty_{name}")
-        try:
-            completion = completion_of(text, rules.prompt)
-        except ValueError as err:
-            raise rec.RecordError(source, name, "bad_response", str(err)) from err
-        if tokenizer is not None and rules.max_completion_tokens is not None:
-            m = len(tokenizer.encode(completion)) + 1  # + <|im_end|>
-            if m > rules.max_completion_tokens:
-                raise rec.RecordError(source, name, "completion_too_long",
-                                      f"{m} tokens, budget {rules.max_completion_tokens}")
-        responses[name] = text
-    if responses["chosen"] == responses["rejected"]:
-        raise rec.RecordError(source, "rejected", "identical_pair", "equals 'chosen'")
-    scores = [rec._field(obj, k, (int, float), source, required=False)
-              for k in ("chosen_score", "rejected_score")]
-    for k, v in zip(("chosen_score", "rejected_score"), scores):
-        if v is not None and not np.isfinite(v):
-            raise rec.RecordError(source, k, "bad_type", f"not a finite number: {v}")
-    n = rec._prompt_tokens("prompt", prompt, tiles, tokenizer, rules, source)
-    return rec.PreferenceRecord(
-        images, ensure_image_tags(prompt, len(tiles), rules.prompt.image_tag),
-        responses["chosen"], responses["rejected"],
-        *(None if s is None else float(s) for s in scores), tiles, n, source, obj.get("meta"))
-
-
-def check_sft(obj, source, rules, tokenizer, gold=True) -> SFTRecord:
-    rec._check_keys(obj, {"images", "question", "response", "answer", "answer_type", "id",
-                          "meta"}, source)
-    images, tiles = _images(obj, source, rules)
-    question = rec._nonempty(obj, "question", source, "empty_question")
-    response = rec._nonempty(obj, "response", source, "empty_response")
-    try:
-        completion_of(response, rules.prompt)
-    except ValueError as err:
-        raise rec.RecordError(source, "response", "bad_response", str(err)) from err
-    n = rec._prompt_tokens("question", question, tiles, tokenizer, rules, source)
-    return SFTRecord(images, ensure_image_tags(question, len(tiles), rules.prompt.image_tag),
-                     response, tiles, n, source, obj.get("meta"))
+check_prompt = _with_image_refs(rec.parse_prompt_record)
+check_preference = _with_image_refs(rec.parse_preference_record)
+check_sft = _with_image_refs(parse_sft_record)
 
 
 CHECKS: dict[str, Callable] = {"prompt": check_prompt, "preference": check_preference,
