@@ -90,46 +90,58 @@ def record_rules(cfg, model: VLMConfig, prompt: PromptConfig, *, completion_budg
                        max_completion_tokens=completion_budget)
 
 
-def _report_skips(path, loaded, log):
-    if loaded.skipped:
-        log(f"{path}: skipped {sum(loaded.skipped.values())} invalid record(s): {loaded.skipped}")
+def read_decoded(path: str, kind: str, rules, tokenizer, prompt, limit: int | None = None,
+                 log=print) -> list:
+    """Every valid record of `path` (JSONL, `*.parquet`, `tfds:NAME/SPLIT`; local or gs://),
+    in file order, checked, decoded and tiled by the input pipeline (`data/pipeline`: the
+    same rules and messages as `data/records.py`), with float32 tiles. Invalid records are
+    an error naming file:line, or counted skips with data.on_invalid=skip."""
+    from r1v2_jax.data.pipeline import normalize_tiles, open_source, prevalidate
+    from r1v2_jax.data.pipeline.decode import decode
+    from r1v2_jax.data.pipeline.validate import check_row
+
+    source = open_source(str(path))
+    validated = prevalidate(source, kind, rules, tokenizer)
+    if validated.skipped:
+        log(f"{path}: skipped {sum(validated.skipped.values())} invalid record(s): "
+            f"{validated.skipped}")
+    rows = validated.indices[:limit] if limit else validated.indices
+    out = []
+    for uid, i in enumerate(rows):
+        d = decode(kind, uid, check_row(source, int(i), kind, rules, tokenizer, gold=False),
+                   tokenizer, rules.tiling, prompt)
+        out.append((d, normalize_tiles(d.tiles, rules.tiling)))
+    return out
 
 
 def prompt_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = None,
                     log=print):
-    from r1v2_jax.data.records import load_prompt_records
-    from r1v2_jax.rl.examples import from_record
+    from r1v2_jax.rl.examples import PromptExample
 
-    loaded = load_prompt_records(paths.local_records(path), record_rules(cfg, model, prompt),
-                                 tokenizer)
-    _report_skips(path, loaded, log)
-    records = loaded.records[:limit] if limit else loaded.records
-    return [from_record(i, r, tokenizer, tiling_of(model), prompt) for i, r in enumerate(records)]
+    rules = record_rules(cfg, model, prompt)
+    # a record's `meta` is not a synthetic scene: no hallucination check for real data
+    return [PromptExample(d.uid, d.prompt_ids, px, d.question, d.answer, d.answer_type)
+            for d, px in read_decoded(path, "prompt", rules, tokenizer, prompt, limit, log)]
 
 
 def preference_pairs(cfg, model, tokenizer, prompt, path: str, limit: int | None = None,
                      uid_offset: int = 0, log=print):
-    from r1v2_jax.data.records import load_preference_records
-    from r1v2_jax.rl.pairs import pairs_from_records
+    from r1v2_jax.rl.examples import PromptExample
+    from r1v2_jax.rl.pairs import PreferencePair
 
-    budget = int(cfg.data.max_response_tokens) or None
-    loaded = load_preference_records(paths.local_records(path),
-                                     record_rules(cfg, model, prompt, completion_budget=budget),
-                                     tokenizer)
-    _report_skips(path, loaded, log)
-    records = loaded.records[:limit] if limit else loaded.records
-    return pairs_from_records(records, tokenizer, tiling_of(model), prompt, uid_offset=uid_offset)
+    rules = record_rules(cfg, model, prompt,
+                         completion_budget=int(cfg.data.max_response_tokens) or None)
+    return [PreferencePair(PromptExample(uid_offset + d.uid, d.prompt_ids, px, d.prompt, "", ""),
+                           d.chosen_ids, d.rejected_ids, d.chosen_score, d.rejected_score)
+            for d, px in read_decoded(path, "preference", rules, tokenizer, prompt, limit, log)]
 
 
 def sft_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = None, log=print):
-    from r1v2_jax.data.sft_records import load_sft_records
     from r1v2_jax.train.sft import SFTExample
 
-    loaded = load_sft_records(paths.local_records(path), record_rules(cfg, model, prompt),
-                              tokenizer)
-    _report_skips(path, loaded, log)
-    records = loaded.records[:limit] if limit else loaded.records
-    return [SFTExample.from_record(r, tokenizer, tiling_of(model), prompt) for r in records]
+    rules = record_rules(cfg, model, prompt)
+    return [SFTExample(d.prompt_ids, d.completion_ids, px)
+            for d, px in read_decoded(path, "sft", rules, tokenizer, prompt, limit, log)]
 
 
 # ----------------------------------------------------------------------------- scorer

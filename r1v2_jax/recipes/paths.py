@@ -1,9 +1,9 @@
 """Every path a recipe reads or writes goes through `etils.epath`: local folders, `gs://`
 buckets (gcsfs, in the `tpu`/`cuda` extras) and any fsspec store.
 
-Readers that need a local file (the transformers tokenizer loader, PIL on image paths
-relative to a JSONL file) get one via `local_copy`, which copies a remote file or folder
-into a per-process cache once and returns its local path.
+Records and their images are read by the input pipeline (`data/pipeline`, through
+epath). A reader that needs a local folder (the transformers tokenizer loader) gets one via
+`local_copy`, which copies a remote file or folder into a per-process cache once.
 """
 
 from __future__ import annotations
@@ -60,25 +60,6 @@ def local_copy(path: str) -> str:
     if not dst.exists():
         _copy(src, dst)
     return str(dst)
-
-
-def local_records(path: str) -> str:
-    """A local copy of a JSONL records file and of every image it names (relative paths
-    keep their place beside the copy), for readers that open local files."""
-    if not is_remote(path):
-        return path
-    local = local_copy(path)
-    base, local_base = epath.Path(path).parent, epath.Path(local).parent
-    for line in epath.Path(local).read_text().splitlines():
-        try:
-            images = json.loads(line).get("images") or []
-        except (json.JSONDecodeError, AttributeError):
-            continue  # the record validator reports it, naming the line
-        for image in images:
-            if isinstance(image, str) and image and not is_remote(image) \
-                    and not os.path.isabs(image) and not (local_base / image).exists():
-                _copy(base / image, local_base / image)
-    return local
 
 
 def _copy(src: epath.Path, dst: epath.Path) -> None:

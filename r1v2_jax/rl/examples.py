@@ -29,8 +29,9 @@ def from_record(uid: int, record: PromptRecord, tokenizer: Tokenizer, tiling: Ti
                 prompt: PromptConfig) -> PromptExample:
     images = preprocess_images(record.images, tiling)
     ids = encode_prompt(tokenizer, record.question, images.num_tiles, prompt)
+    # `scene` is the synthetic task's ground truth only; a record's `meta` is arbitrary
     return PromptExample(uid, np.asarray(ids, np.int32), images.pixel_values, record.question,
-                         record.answer, record.answer_type, record.meta)
+                         record.answer, record.answer_type)
 
 
 def from_synthetic(uid: int, example, tokenizer: Tokenizer, tiling: TilingConfig,

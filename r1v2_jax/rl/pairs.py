@@ -77,7 +77,7 @@ def pairs_from_records(records: Sequence[PreferenceRecord], tokenizer: Tokenizer
         ids = [np.asarray(tokenizer.encode(completion_of(text, prompt)) + [tokenizer.eos_id],
                           np.int32) for text in (r.chosen, r.rejected)]
         example = PromptExample(uid_offset + i, prompt_ids, images.pixel_values, r.prompt, "",
-                                "", r.meta)
+                                "")  # `meta` is not a synthetic scene
         score = lambda s: float("nan") if s is None else float(s)  # noqa: E731
         pairs.append(PreferencePair(example, ids[0], ids[1], score(r.chosen_score),
                                     score(r.rejected_score)))

@@ -33,7 +33,7 @@ def bucket(gcs_in_memory, tmp_path):
     (data / "img").mkdir(parents=True)
     Image.fromarray(np.full((28, 56, 3), 200, np.uint8)).save(data / "img" / "x.png")
     rows = [{"images": ["img/x.png"], "question": "How many?", "answer": "2",
-             "answer_type": "number"},
+             "answer_type": "number", "meta": {"source": "mmk12", "id": 7}},
             {"question": "Pick one. (A) a (B) b", "answer": "A", "answer_type": "choice"}]
     (data / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     _upload(data, root / "data")
@@ -52,6 +52,7 @@ def test_tokenizer_and_records_from_a_bucket(bucket):
     examples = inputs.prompt_examples(cfg, model, tokenizer, prompt,
                                       str(bucket / "data" / "prompts.jsonl"))
     assert [e.answer for e in examples] == ["2", "A"]
+    assert examples[0].scene is None  # a record's meta is not taken for a synthetic scene
     assert len(examples[0].pixel_values) == 2 and len(examples[1].pixel_values) == 0
     assert tokenizer.decode(examples[1].prompt_ids).endswith("<|im_start|>assistant\n<think>\n")
 
