@@ -2,7 +2,7 @@
 
 Starts from the MPO stage's output (or a converted release checkpoint); trains the adapter
 only (the paper's best setting, Table 4). The paper gives few hyperparameters: values
-marked CHOICE are this project's (see ../shared/spec/training.md).
+marked CHOICE are this project's (docs/training.md, docs/rewards_and_ssb.md).
 
     r1v2 train --config configs/grpo_38b.py --workdir gs://bucket/r1v2/grpo \\
         --config.init.checkpoint=gs://bucket/r1v2/mpo/final \\

@@ -1,6 +1,6 @@
 """Skywork-R1V2-38B: InternViT-6B (45 layers) + mlp1 + QwQ-32B (Qwen2, 64 layers).
 
-Every number is from ../shared/spec/architecture.md; the converter reads the same values
+Every number is the released checkpoint's (tests/fixtures/r1v2_38b_config.json); the converter reads the same values
 from the checkpoint's own config.json. 38,392,158,592 parameters (tests/models).
 """
 

@@ -44,8 +44,8 @@ Options (environment variable in brackets):
   -h, --help               this help
 
 Example:
-  launch/slurm_gpu.sh --nodes 4 --partition gpu --account proj --venv /shared/r1v2/.venv -- \
-      --config configs/mpo_38b.py --workdir /shared/runs/mpo
+  launch/slurm_gpu.sh --nodes 4 --partition gpu --account proj --venv /nfs/r1v2/.venv -- \
+      --config configs/mpo_38b.py --workdir /nfs/runs/mpo
 EOF
 }
 
@@ -132,7 +132,7 @@ for opt in "${SBATCH_OPTS[@]}"; do
 done
 if [[ -n $CONTAINER_MOUNTS && -z $CONTAINER_IMAGE ]]; then die "--container-mounts needs --container-image"; fi
 ((${#TRAIN_ARGS[@]})) ||
-  die "no r1v2 train arguments: add them after --, e.g. -- --config configs/mpo_38b.py --workdir /shared/runs/mpo"
+  die "no r1v2 train arguments: add them after --, e.g. -- --config configs/mpo_38b.py --workdir /nfs/runs/mpo"
 has_option --config "${TRAIN_ARGS[@]}" || die "r1v2 train arguments need --config (e.g. --config configs/mpo_38b.py)"
 has_option --workdir "${TRAIN_ARGS[@]}" || die "r1v2 train arguments need --workdir (on storage every node can reach)"
 for flag in --coordinator --num-processes --process-id; do

@@ -9,7 +9,8 @@ embeddings and biases included, so that nothing is trivially 0 or 1) and writes 
                      `vision_config` + `llm_config` config.json, added_tokens.json).
 
 The layout A rewrite is done here independently of `r1v2_jax.convert`, from the rename
-table in /work/shared/spec/architecture.md, so converter tests are not circular.
+table of the released InternVL chat layout (written out below, independently of
+r1v2_jax.convert), so converter tests are not circular.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def _original_config(config, dtype: str) -> dict:
 # ----------------------------------------------------------------------------- tokenizer
 # The QwQ-32B ChatML template (its tool-calling branch left out): an optional first system
 # turn, earlier assistant turns stripped of their reasoning, and a generation prompt that
-# opens the reasoning with `<think>\n`, the prompt format of /work/shared/spec/architecture.md.
+# opens the reasoning with `<think>\n`, R1V2's prompt format (docs/data.md).
 QWQ_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"

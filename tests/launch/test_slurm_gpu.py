@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-TRAIN_ARGS = ["--config", "configs/grpo_38b.py", "--workdir", "/shared/runs/grpo",
+TRAIN_ARGS = ["--config", "configs/grpo_38b.py", "--workdir", "/nfs/runs/grpo",
               "--config.note=it's \"quoted\" $HOME & more"]
 
 # Runs the command after its options once per task, with the task's SLURM variables.
@@ -74,7 +74,7 @@ def test_dry_run_prints_the_sbatch_file_and_command_and_submits_nothing(sandbox)
     result = sandbox.run(
         "slurm_gpu.sh", "--nodes", "4", "--gpus-per-node", "8", "--time", "2-00:00:00", "--partition", "gpu",
         "--account", "proj", "--qos", "high", "--cpus-per-task", "64", "--requeue", "--sbatch-opt=--exclusive",
-        "--setup", "module load cuda/12.4", "--venv", "/shared/venv", "--dry-run", "--", *TRAIN_ARGS,
+        "--setup", "module load cuda/12.4", "--venv", "/nfs/venv", "--dry-run", "--", *TRAIN_ARGS,
     )
     assert result.returncode == 0, result.stderr
     assert sandbox.calls() == [] and not (sandbox.root / "runs").exists()
@@ -85,7 +85,7 @@ def test_dry_run_prints_the_sbatch_file_and_command_and_submits_nothing(sandbox)
         "output": f"{sandbox.root}/runs/slurm-logs/%x-%j.out", "chdir": str(sandbox.repo_root),
         "requeue": "", "exclusive": "",
     }
-    assert "\nmodule load cuda/12.4\n" in script and "export R1V2_VENV=/shared/venv\n" in script
+    assert "\nmodule load cuda/12.4\n" in script and "export R1V2_VENV=/nfs/venv\n" in script
     assert 'node_names=$(scontrol show hostnames "$SLURM_JOB_NODELIST")' in script
     assert "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --kill-on-bad-exit=1 --cpus-per-task=64 bash -c" in script
     assert "CUDA_VISIBLE_DEVICES" not in script  # one process per node sees all its GPUs
@@ -130,10 +130,10 @@ def test_job_fails_clearly_without_r1v2(sandbox, venv_option, make_venv, message
 
 def test_container_flags_go_on_srun(sandbox):
     out = sandbox.run("slurm_gpu.sh", "--container-image", "nvcr.io#nvidia/jax:25.04", "--container-mounts",
-                      "/data:/data", "--chdir", "/shared/r1v2", "--dry-run", "--", *TRAIN_ARGS)
+                      "/data:/data", "--chdir", "/nfs/r1v2", "--dry-run", "--", *TRAIN_ARGS)
     assert out.returncode == 0, out.stderr
     (srun,) = [line for line in sbatch_file(out.stdout).splitlines() if line.startswith("srun ")]
-    assert "--container-image='nvcr.io#nvidia/jax:25.04' --container-workdir=/shared/r1v2" in srun
+    assert "--container-image='nvcr.io#nvidia/jax:25.04' --container-workdir=/nfs/r1v2" in srun
     assert "--container-mounts=/data:/data" in srun
 
 
