@@ -66,3 +66,15 @@ def test_unknown_registered_names_are_refused_before_any_load(recipe, key, value
                           [f"--config.{key}={value}"])
     with pytest.raises(RecipeError, match=message):
         _check_names(cfg)
+
+
+def test_helper_modules_run_through_the_recipes_that_import_them():
+    # grpo_base.py, mpo_base.py and smoke.py define no recipe of their own: they are the
+    # shared defaults every recipe above builds on, so each runs whenever one of those does
+    root = Path(__file__).resolve().parents[2] / "configs"
+    helpers = {p.stem for p in root.glob("*.py")} - {p.stem for p in CONFIGS}
+    assert helpers == {"grpo_base", "mpo_base", "smoke"}
+    users = {h: [p.stem for p in CONFIGS if f"from {h} import" in p.read_text()]
+             for h in helpers}
+    assert all(users.values()), users
+    assert "grpo_38b" in users["grpo_base"] and "mpo_38b" in users["mpo_base"]
