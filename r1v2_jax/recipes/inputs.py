@@ -75,10 +75,9 @@ def prompt_config(model: VLMConfig, tokenizer: Tokenizer, cfg) -> PromptConfig:
 
 
 def tiling_of(model: VLMConfig):
-    from r1v2_jax.data.image import TilingConfig
-
-    return TilingConfig(image_size=model.force_image_size, min_num=model.min_dynamic_patch,
-                        max_num=model.max_dynamic_patch, use_thumbnail=model.use_thumbnail)
+    """The checkpoint's own preprocessing facts (the same as `r1v2 generate`)."""
+    from r1v2_jax.generate.chat import tiling_for
+    return tiling_for(model)
 
 
 # ----------------------------------------------------------------------------- data
