@@ -25,6 +25,15 @@ LM_1P5B = VLMConfig(
     param_dtype="bfloat16", dtype="bfloat16", remat_policy="dots_with_no_batch_dims")
 
 
+def _accelerator(device, what: str):
+    from r1v2_jax.tools.chips import chip_for_device_kind
+
+    chip = chip_for_device_kind(device.device_kind)
+    if device.platform == "cpu" or chip is None:
+        raise RuntimeError(f"{what} needs a GPU/TPU of tools/chips.py, got {device.device_kind!r}")
+    return chip
+
+
 def _median(fn, warmup: int, iters: int) -> float:
     for _ in range(warmup):
         fn()
@@ -37,21 +46,20 @@ def _median(fn, warmup: int, iters: int) -> float:
 
 
 def bench_mfu(config: VLMConfig = LM_1P5B, *, batch: int = 4, seq_len: int = 4096,
-              attention_impl: str | None = None, warmup: int = 2, iters: int = 5) -> dict:
-    """Train step (fwd + bwd + AdamW) of the LM on one device; needs an accelerator."""
+              attention_impl: str | None = None, warmup: int = 2, iters: int = 5,
+              chip=None) -> dict:
+    """Train step (fwd + bwd + AdamW) of the LM on one device; needs an accelerator of
+    tools/chips.py unless `chip` (a `Chip`: the peak to divide by) is given."""
     import jax
     import jax.numpy as jnp
     import optax
 
     from r1v2_jax.models import init_params
-    from r1v2_jax.tools.chips import chip_for_device_kind
     from r1v2_jax.tools.flops import train_step_flops
     from r1v2_jax.train.steps import sequence_token_logps
 
     device = jax.devices()[0]
-    chip = chip_for_device_kind(device.device_kind)
-    if device.platform == "cpu" or chip is None:
-        raise RuntimeError(f"MFU needs a GPU/TPU of tools/chips.py, got {device.device_kind!r}")
+    chip = chip or _accelerator(device, "MFU")
     impl = attention_impl or ("splash" if device.platform == "tpu" else "cudnn")
     config = config.replace(attention_impl=impl)
     params = jax.jit(lambda r: init_params(config, r))(jax.random.key(0))
@@ -78,25 +86,24 @@ def bench_mfu(config: VLMConfig = LM_1P5B, *, batch: int = 4, seq_len: int = 409
     flops = train_step_flops(config, batch, seq_len, 0, ("text",))
     return {"device": device.device_kind, "attention_impl": impl, "batch": batch,
             "seq_len": seq_len, "step_s": seconds, "model_flops": flops.model,
+            "model_flops_per_s": flops.model / seconds,
             "mfu": flops.model / seconds / chip.bf16_flops, "chip": dataclasses.asdict(chip)}
 
 
 def bench_decode_bandwidth(config: VLMConfig = LM_1P5B, *, batch: int = 64,
-                           cache_len: int = 4096, warmup: int = 3, iters: int = 20) -> dict:
-    """One KV-cached decode step for `batch` rows (a full cache: every slot valid)."""
+                           cache_len: int = 4096, warmup: int = 3, iters: int = 20,
+                           chip=None) -> dict:
+    """One KV-cached decode step for `batch` rows (a full cache: every slot valid); `chip`
+    as in `bench_mfu`."""
     import jax
     import jax.numpy as jnp
 
     from r1v2_jax.models import KVCache, init_params
-    from r1v2_jax.tools.chips import chip_for_device_kind
     from r1v2_jax.tools.flops import decode_step_cost
     from r1v2_jax.generate.decode import decode_step_stacked
 
     device = jax.devices()[0]
-    chip = chip_for_device_kind(device.device_kind)
-    if device.platform == "cpu" or chip is None:
-        raise RuntimeError(f"decode bandwidth needs a GPU/TPU of tools/chips.py, got "
-                           f"{device.device_kind!r}")
+    chip = chip or _accelerator(device, "decode bandwidth")
     config = config.replace(attention_impl="xla", remat_policy="none")
     params = jax.jit(lambda r: init_params(config, r))(jax.random.key(0))
     cache = KVCache.init(config, batch, cache_len)
@@ -112,8 +119,9 @@ def bench_decode_bandwidth(config: VLMConfig = LM_1P5B, *, batch: int = 64,
         jax.block_until_ready(out)
 
     seconds = _median(once, warmup, iters)
-    cost = decode_step_cost(config, batch, cache_len)
+    cost = decode_step_cost(config, batch, cache_len, jnp.dtype(config.param_dtype).itemsize,
+                            jnp.dtype(config.dtype).itemsize)  # the cache holds config.dtype
     return {"device": device.device_kind, "batch": batch, "cache_len": cache_len,
-            "step_s": seconds, "bytes": cost.bytes,
+            "step_s": seconds, "bytes": cost.bytes, "bytes_per_s": cost.bytes / seconds,
             "bandwidth_use": cost.bytes / seconds / chip.hbm_bandwidth,
             "tokens_per_s": batch / seconds}

@@ -66,18 +66,19 @@ def build_torch_model(spec: TrainBenchModel, seed: int):
     return InternVLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
 
 
-def make_batch(spec: TrainBenchModel, batch: int, seq_len: int, seed: int):
-    """(ids [B, T] int32, pixels [B, H, W, 3] fp32, loss mask [B, T-1] fp32)."""
+def make_batch(spec: TrainBenchModel, batch: int, seq_len: int, seed: int, tiles: int = 1):
+    """(ids [B, T] int32, pixels [B * tiles, H, W, 3] fp32 or None when tiles == 0, loss
+    mask [B, T-1] fp32). Each sequence: one text token, its tiles' placeholders, text."""
     rng = np.random.default_rng(seed)
-    image_tokens = (spec.image_size // spec.patch_size // 2) ** 2
+    image_tokens = tiles * (spec.image_size // spec.patch_size // 2) ** 2
     if seq_len <= image_tokens + 1:
         raise ValueError(f"seq_len {seq_len} must exceed the {image_tokens} image tokens")
     ids = rng.integers(0, spec.vocab - 1, (batch, seq_len)).astype(np.int32)
     ids[:, 1:1 + image_tokens] = spec.vocab - 1
-    pixels = rng.normal(size=(batch, spec.image_size, spec.image_size, 3)).astype(np.float32)
+    pixels = rng.normal(size=(batch * tiles, spec.image_size, spec.image_size, 3))
     mask = np.ones((batch, seq_len - 1), np.float32)
     mask[:, :image_tokens] = 0.0  # targets 1..image_tokens are placeholders
-    return ids, pixels, mask
+    return ids, (pixels.astype(np.float32) if tiles else None), mask
 
 
 def interleaved_times(steps: dict, warmup: int, iters: int) -> dict[str, list[float]]:
@@ -106,7 +107,8 @@ def jax_train_step(config, params, ids, pixels, mask, lr: float):
     from r1v2_jax.train.steps import sequence_token_logps
 
     tx = optax.adamw(lr)
-    batch = jax.device_put((jnp.asarray(ids), jnp.asarray(pixels), jnp.asarray(mask)))
+    batch = jax.device_put((jnp.asarray(ids), None if pixels is None else jnp.asarray(pixels),
+                            jnp.asarray(mask)))
 
     def loss_fn(p, ids, pixels, mask):
         logps = sequence_token_logps(config, p, ids, jnp.ones_like(ids), pixels,
@@ -126,37 +128,52 @@ def jax_train_step(config, params, ids, pixels, mask, lr: float):
 
 def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 8,
                      seq_len: int = 512, warmup: int = 2, iters: int = 5, seed: int = 0,
-                     lr: float = 1e-4, remat_policy: str = DEFAULT_REMAT) -> dict:
-    """Runs both sides; returns the figures (prints nothing). remat_policy: the JAX side's
-    `VLMConfig.remat_policy`."""
+                     lr: float = 1e-4, remat_policy: str = DEFAULT_REMAT, tiles: int = 1,
+                     tunix: bool = False, torch_threads: int | None = None) -> dict:
+    """Runs the sides; returns the figures (prints nothing). remat_policy: the JAX side's
+    `VLMConfig.remat_policy`. tiles: image tiles per sequence (0: text only). tunix: also
+    time Tunix's Qwen2 train step on the same LM weights and batch (text only).
+    torch_threads: torch's intra-op threads (None: every core)."""
     import jax
     import torch
 
     from r1v2_jax.convert import load_hf
     from r1v2_jax.tools.flops import train_step_flops
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    if tunix and tiles:
+        raise ValueError("the Tunix peer trains the LM alone: it needs tiles=0")
+    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
     model = build_torch_model(spec, seed).train()
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         config, params = load_hf(folder, dtype="float32")
     config = config.replace(remat_policy=remat_policy)
-    ids, pixels, mask = make_batch(spec, batch, seq_len, seed)
+    ids, pixels, mask = make_batch(spec, batch, seq_len, seed, tiles)
+    steps, first, compile_s = {}, {}, {}
 
-    step, state = jax_train_step(config, params, ids, pixels, mask, lr)
-    start = time.perf_counter()
-    state, first_loss = step(state)
-    jax.block_until_ready(first_loss)
-    compile_s = time.perf_counter() - start
-    holder = {"state": state}
+    def timed_first(name, step, state):
+        start = time.perf_counter()
+        state, loss = step(state)
+        first[name] = float(jax.block_until_ready(loss))
+        compile_s[name] = time.perf_counter() - start
+        holder = {"state": state}
 
-    def jax_once():
-        holder["state"], loss = step(holder["state"])
-        jax.block_until_ready(loss)
+        def once():
+            holder["state"], loss = step(holder["state"])
+            jax.block_until_ready(loss)
+
+        steps[name] = once
+
+    timed_first("jax", *jax_train_step(config, params, ids, pixels, mask, lr))
+    if tunix:
+        from r1v2_jax.tools.bench_tunix import tunix_qwen2, tunix_train_step
+
+        timed_first("tunix", *tunix_train_step(tunix_qwen2(config, params), ids, lr))
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     t_ids = torch.from_numpy(ids.astype(np.int64))
-    t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    t_pixels = (None if pixels is None
+                else torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous())
     labels = t_ids.clone()
     labels[:, 1:][torch.from_numpy(mask) == 0] = -100  # same targets as the JAX loss
     labels[:, 0] = -100
@@ -164,7 +181,7 @@ def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 
     def torch_loss():
         return model(input_ids=t_ids, pixel_values=t_pixels, labels=labels).loss
 
-    torch_first = float(torch_loss().detach())
+    first["torch"] = float(torch_loss().detach())
 
     def torch_once():
         loss = torch_loss()
@@ -172,18 +189,25 @@ def bench_train_step(*, spec: TrainBenchModel = TrainBenchModel(), batch: int = 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    times = interleaved_times({"jax": jax_once, "torch": torch_once}, warmup, iters)
-    jax_times, torch_times = times["jax"], times["torch"]
-    jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
-    flops = train_step_flops(config, batch, seq_len, batch, ("vision", "adapter", "text"))
-    return {
-        "model": dataclasses.asdict(spec), "batch": batch, "seq_len": seq_len,
+    steps["torch"] = torch_once
+    times = interleaved_times(steps, warmup, iters)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    parts = ("vision", "adapter", "text") if tiles else ("text",)
+    flops = train_step_flops(config, batch, seq_len, batch * tiles, parts)
+    out = {
+        "model": dataclasses.asdict(spec), "batch": batch, "seq_len": seq_len, "tiles": tiles,
         "remat_policy": remat_policy,
         "params": int(sum(p.numel() for p in model.parameters())),
         "threads": torch.get_num_threads(), "device": jax.devices()[0].device_kind,
-        "jax_step_s": jax_s, "torch_step_s": torch_s, "speedup": torch_s / jax_s,
-        "jax_times": jax_times, "torch_times": torch_times, "jax_compile_s": compile_s,
-        "first_loss_jax": float(first_loss), "first_loss_torch": torch_first,
-        "model_flops": flops.model, "jax_flops_per_s": flops.model / jax_s,
-        "torch_flops_per_s": flops.model / torch_s,
+        "jax_step_s": median["jax"], "torch_step_s": median["torch"],
+        "speedup": median["torch"] / median["jax"],
+        "jax_times": times["jax"], "torch_times": times["torch"], "jax_compile_s": compile_s["jax"],
+        "first_loss_jax": first["jax"], "first_loss_torch": first["torch"],
+        "model_flops": flops.model, "jax_flops_per_s": flops.model / median["jax"],
+        "torch_flops_per_s": flops.model / median["torch"],
     }
+    if tunix:
+        out.update(tunix_step_s=median["tunix"], tunix_times=times["tunix"],
+                   tunix_speedup=median["tunix"] / median["jax"], first_loss_tunix=first["tunix"],
+                   tunix_compile_s=compile_s["tunix"])
+    return out

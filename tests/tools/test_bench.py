@@ -31,6 +31,11 @@ def test_batch_layout():
     assert mask[:, :4].sum() == 0 and mask[:, 4:].min() == 1  # no loss on placeholders
     with pytest.raises(ValueError, match="must exceed the 4 image tokens"):
         make_batch(MICRO, 2, 5, seed=0)
+    ids, pixels, mask = make_batch(MICRO, 2, 24, seed=0, tiles=3)  # tiles follow each other
+    assert pixels.shape == (6, 28, 28, 3) and (ids[:, 1:13] == 127).all()
+    assert (ids[:, 13:] != 127).all() and mask[:, :12].sum() == 0 and mask[:, 12:].min() == 1
+    ids, pixels, mask = make_batch(MICRO, 2, 24, seed=0, tiles=0)  # text only
+    assert pixels is None and (ids != 127).all() and mask.min() == 1
 
 
 def test_steps_alternate():
@@ -45,13 +50,24 @@ def test_matmul_limit_is_the_best_library():
     assert m["limit"] == max(m["jax"], m["numpy"], m["torch"]) > 0
 
 
-def test_report_states_targets():
-    train = {"params": 1e6, "batch": 8, "seq_len": 512, "threads": 2, "jax_step_s": 1.0,
-             "torch_step_s": 1.2, "speedup": 1.2, "first_loss_jax": 9.0, "first_loss_torch": 9.0,
-             "model_flops": 4e10, "jax_flops_per_s": 4e10, "torch_flops_per_s": 3.3e10,
-             "matmul_fraction": 0.85}
-    text = bench.format_results({"device": "cpu", "quick": False, "train": train,
+def test_report_has_the_matmul_limit_and_the_sweep():
+    row = {"name": "t-x", "model": {"hidden": 32, "layers": 1, "heads": 4, "kv_heads": 2},
+           "batch": 2, "seq_len": 24, "tiles": 0, "jax_step_s": 1.0, "torch_step_s": 1.2,
+           "speedup": 1.2, "jax_flops_per_s": 4e10}
+    sweep = {"train": [row], "gen": [], "load_before": (2.5, 0, 0), "load_after": (3.0, 0, 0)}
+    text = bench.format_results({"device": "cpu", "quick": False, "sweep": sweep,
                                  "matmul": {"n": 2048, "jax": 4e10, "numpy": 4.5e10,
-                                            "limit": 4.7e10}})
-    assert "1.20x (target >= 1.3x: NOT met)" in text
-    assert "0.85 of the matmul limit (target >= 0.8: met)" in text
+                                            "limit": 5e10}})
+    assert "limit 50.0 GFLOP/s" in text
+    assert "1.20x BEHIND  0.80" in text  # target 1.3x; 40 / 50 GFLOP/s of the limit
+    assert "load average before 2.50, after 3.00" in text
+
+
+def test_cli_options():
+    from r1v2_jax.cli import build_parser
+
+    argv = ["bench", "--shapes", "t-base,g-new32", "--reps", "1", "--skip", "rollout",
+            "--device", "gpu", "--out", "x.json", "--torch-threads", "1"]
+    args = build_parser(argv).parse_args(argv)
+    assert (args.shapes, args.reps, args.skip, args.device, args.out, args.torch_threads) == \
+        ("t-base,g-new32", 1, ["rollout"], "gpu", "x.json", 1)
