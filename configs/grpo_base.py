@@ -12,7 +12,12 @@ def grpo_recipe():
         train="", heldout="", on_invalid="error", max_prompt_tokens=8192, seed=0,
         num_heldout=512,
         max_response_tokens=0,  # preference records: longest response (eos incl.); 0 = any
-        system_prompt=""))  # "" = no system turn
+        system_prompt="",  # "" = no system turn
+        # the training set streams (docs/data.md): worker threads reading + decoding
+        # records, decoded records buffered ahead (bounds host memory), examples kept for
+        # SSB replay / the MPO pool (others are decoded again from their row)
+        num_threads=4, prefetch=16, replay_cache=64,
+        tfds_data_dir=""))  # data.* = tfds:NAME/SPLIT reads from here ("" = TFDS default)
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=64, num_generations=8, max_new_tokens=4096, temperature=1.0, top_p=1.0,
         top_k=0, eval_batch_size=64,

@@ -70,7 +70,7 @@ def main(args) -> int:
     examples = inp.prompt_examples(cfg, model, tokenizer, prompt, args.data, args.limit or None)
     if not examples:
         raise UserError(f"--data {args.data}: no usable record")
-    score = inp.hybrid_scorer(cfg, model, tokenizer, prompt, examples)
+    score = inp.hybrid_scorer(cfg, model, tokenizer, prompt, inp.limits_of(examples))
     report = evaluate_report(model, params, examples, tokenizer=tokenizer, prompt=prompt,
                              score=score, max_new_tokens=int(cfg.rollout.max_new_tokens),
                              batch_size=int(cfg.rollout.eval_batch_size), k=args.k,

@@ -17,6 +17,10 @@ from r1v2_jax.data.tokenizer import Tokenizer
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.recipes import paths
 from r1v2_jax.recipes.validate import validate_recipe
+from r1v2_jax.train.feed import FeedLimits, limits_of
+
+# uids of held-out pairs and offline MPO pairs: apart from any training row index
+HELDOUT_UID_OFFSET = 10**9
 
 
 @dataclasses.dataclass
@@ -25,7 +29,9 @@ class StageInputs:
     params: Any  # full parameter tree, already on the mesh when `mesh` is set
     tokenizer: Tokenizer
     prompt: PromptConfig
-    train: Sequence[Any]  # PromptExample (mpo, grpo), SFTExample (sft), PreferencePair (rm)
+    # PromptExample (mpo, grpo), SFTExample (sft), PreferencePair (rm): a sequence (the demo)
+    # or a train.feed.Feed (r1v2 train streams its records)
+    train: Any
     heldout: Sequence[Any]  # same kinds (rm: held-out pairs for ranking accuracy)
     score: Callable | None = None  # hybrid-reward batch scorer (mpo, grpo; eval of sft)
     offline_pairs: Sequence[Any] = ()  # mpo: data.preferences
@@ -89,64 +95,131 @@ def record_rules(cfg, model: VLMConfig, prompt: PromptConfig, *, completion_budg
                        max_completion_tokens=completion_budget)
 
 
-def read_decoded(path: str, kind: str, rules, tokenizer, prompt, limit: int | None = None,
+def open_records(cfg, path: str):
+    from r1v2_jax.data.pipeline import open_source
+
+    return open_source(str(path), tfds_data_dir=str(cfg.data.get("tfds_data_dir", "")) or None)
+
+
+def read_decoded(cfg, path: str, kind: str, rules, tokenizer, prompt, limit: int | None = None,
                  log=print) -> list:
     """Every valid record of `path` (JSONL, `*.parquet`, `tfds:NAME/SPLIT`; local or gs://),
-    in file order, checked, decoded and tiled by the input pipeline (`data/pipeline`: the
-    same rules and messages as `data/records.py`), with float32 tiles. Invalid records are
-    an error naming file:line, or counted skips with data.on_invalid=skip."""
-    from r1v2_jax.data.pipeline import normalize_tiles, open_source, prevalidate
+    in file order, checked and decoded by the input pipeline (`data/pipeline`: the same
+    rules and messages as `data/records.py`); uid = row index. Held-out sets and `r1v2
+    eval` read this way (bounded by a limit); training sets stream (`stream_feed`)."""
+    from r1v2_jax.data.pipeline import prevalidate
     from r1v2_jax.data.pipeline.decode import decode
     from r1v2_jax.data.pipeline.validate import check_row
 
-    source = open_source(str(path))
+    source = open_records(cfg, path)
     validated = prevalidate(source, kind, rules, tokenizer)
+    _log_skips(path, validated, log)
+    rows = validated.indices[:limit] if limit else validated.indices
+    return [decode(kind, int(i), check_row(source, int(i), kind, rules, tokenizer, gold=False),
+                   tokenizer, rules.tiling, prompt) for i in rows]
+
+
+def _log_skips(path, validated, log) -> None:
     if validated.skipped:
         log(f"{path}: skipped {sum(validated.skipped.values())} invalid record(s): "
             f"{validated.skipped}")
-    rows = validated.indices[:limit] if limit else validated.indices
+
+
+# decoded record -> the trainers' example types (tiles normalised to float32 here)
+def _prompt_example(d, tiling):
+    from r1v2_jax.data.pipeline import normalize_tiles
+    from r1v2_jax.rl.examples import PromptExample
+
+    # a record's `meta` is not a synthetic scene: no hallucination check for real data
+    return PromptExample(d.uid, d.prompt_ids, normalize_tiles(d.tiles, tiling), d.question,
+                         d.answer, d.answer_type)
+
+
+def _preference_pair(d, tiling):
+    from r1v2_jax.data.pipeline import normalize_tiles
+    from r1v2_jax.rl.examples import PromptExample
+    from r1v2_jax.rl.pairs import PreferencePair
+
+    return PreferencePair(PromptExample(d.uid, d.prompt_ids, normalize_tiles(d.tiles, tiling),
+                                        d.prompt, "", ""),
+                          d.chosen_ids, d.rejected_ids, d.chosen_score, d.rejected_score)
+
+
+def _sft_example(d, tiling):
+    from r1v2_jax.data.pipeline import normalize_tiles
+    from r1v2_jax.train.sft import SFTExample
+
+    return SFTExample(d.prompt_ids, d.completion_ids, normalize_tiles(d.tiles, tiling))
+
+
+_TO_EXAMPLE = {"prompt": _prompt_example, "preference": _preference_pair, "sft": _sft_example}
+
+
+def _rules_for(cfg, model, prompt, kind: str):
+    budget = (int(cfg.data.max_response_tokens) or None) if kind == "preference" else None
+    return record_rules(cfg, model, prompt, completion_budget=budget)
+
+
+def read_examples(cfg, model, tokenizer, prompt, path: str, kind: str, *,
+                  limit: int | None = None, uid_offset: int = 0, log=print) -> list:
+    """`read_decoded` as the trainers' examples (PromptExample, PreferencePair, SFTExample);
+    `uid_offset` keeps a second set's uids apart (held-out pairs, offline MPO pairs)."""
+    import dataclasses as dc
+
+    rules = _rules_for(cfg, model, prompt, kind)
     out = []
-    for uid, i in enumerate(rows):
-        d = decode(kind, uid, check_row(source, int(i), kind, rules, tokenizer, gold=False),
-                   tokenizer, rules.tiling, prompt)
-        out.append((d, normalize_tiles(d.tiles, rules.tiling)))
+    for d in read_decoded(cfg, path, kind, rules, tokenizer, prompt, limit, log):
+        out.append(_TO_EXAMPLE[kind](dc.replace(d, uid=d.uid + uid_offset), rules.tiling))
     return out
 
 
 def prompt_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = None,
                     log=print):
-    from r1v2_jax.rl.examples import PromptExample
-
-    rules = record_rules(cfg, model, prompt)
-    # a record's `meta` is not a synthetic scene: no hallucination check for real data
-    return [PromptExample(d.uid, d.prompt_ids, px, d.question, d.answer, d.answer_type)
-            for d, px in read_decoded(path, "prompt", rules, tokenizer, prompt, limit, log)]
+    return read_examples(cfg, model, tokenizer, prompt, path, "prompt", limit=limit, log=log)
 
 
 def preference_pairs(cfg, model, tokenizer, prompt, path: str, limit: int | None = None,
                      uid_offset: int = 0, log=print):
-    from r1v2_jax.rl.examples import PromptExample
-    from r1v2_jax.rl.pairs import PreferencePair
-
-    rules = record_rules(cfg, model, prompt,
-                         completion_budget=int(cfg.data.max_response_tokens) or None)
-    return [PreferencePair(PromptExample(uid_offset + d.uid, d.prompt_ids, px, d.prompt, "", ""),
-                           d.chosen_ids, d.rejected_ids, d.chosen_score, d.rejected_score)
-            for d, px in read_decoded(path, "preference", rules, tokenizer, prompt, limit, log)]
+    return read_examples(cfg, model, tokenizer, prompt, path, "preference", limit=limit,
+                         uid_offset=uid_offset, log=log)
 
 
 def sft_examples(cfg, model, tokenizer, prompt, path: str, limit: int | None = None, log=print):
-    from r1v2_jax.train.sft import SFTExample
+    return read_examples(cfg, model, tokenizer, prompt, path, "sft", limit=limit, log=log)
 
-    rules = record_rules(cfg, model, prompt)
-    return [SFTExample(d.prompt_ids, d.completion_ids, px)
-            for d, px in read_decoded(path, "sft", rules, tokenizer, prompt, limit, log)]
+
+def stream_feed(cfg, model, tokenizer, prompt, path: str, kind: str, log=print):
+    """The training set of a recipe as a `train.feed.StreamFeed`: records checked before
+    step 1 (`prevalidate`), then read, decoded and tiled in `data.num_threads` worker
+    threads, at most `data.prefetch` ahead, in the run's seeded order (train.seed, the
+    order of the in-memory path). Every host streams the whole global order, as every
+    host held the whole list before: the trainers build each step's global batch on each
+    host. The shapes come from the prevalidation (longest prompt / completion, most tiles)."""
+    from r1v2_jax.data.pipeline import InputPipeline, PipelineConfig, prevalidate
+    from r1v2_jax.train.feed import StreamFeed
+
+    d = cfg.data
+    rules = _rules_for(cfg, model, prompt, kind)
+    source = open_records(cfg, path)
+    validated = prevalidate(source, kind, rules, tokenizer)
+    _log_skips(path, validated, log)
+    pipe = InputPipeline(source, kind, rules, tokenizer, prompt,
+                         PipelineConfig(batch_size=1, seed=int(cfg.train.seed),
+                                        num_threads=int(d.num_threads),
+                                        prefetch_buffer_size=int(d.prefetch)),
+                         validated=validated)
+    limits = FeedLimits.from_stats(validated.stats)
+    log(f"{path}: streaming {len(validated.indices)} {kind} records ({limits})")
+    to_example = _TO_EXAMPLE[kind]
+    return StreamFeed(pipe, lambda dec: to_example(dec, rules.tiling), limits,
+                      cache=int(d.replay_cache))
 
 
 # ----------------------------------------------------------------------------- scorer
-def reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules, log=print):
+def reward_model_serving(cfg, model, tokenizer, prompt, limits, mesh, rules, log=print):
     """(scorer, calibration) of config.reward.rm_checkpoint (the `final/` of an `rm` run),
-    or (None, None) when reward.w_rm == 0."""
+    or (None, None) when reward.w_rm == 0. `limits` (train.feed.FeedLimits) of the prompts
+    it will score size its batches unless rm.max_seq_len / rm.max_tiles are set."""
     from r1v2_jax.convert.value_head import load_reward_model
     from r1v2_jax.rl.rewards import Calibration
     from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer
@@ -165,10 +238,10 @@ def reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules, l
     rm_config = rm_config.replace(**runtime_model_fields(cfg))
     cal_file = str(r.rm_calibration or paths.join(src, "calibration.json"))
     calibration = Calibration.from_dict(paths.read_json(cal_file, what="reward.rm_calibration"))
-    longest = max(len(e.prompt_ids) for e in examples)
+    longest = limits.prompt_tokens
     seq_len = int(cfg.rm.max_seq_len) or -(-(longest + int(cfg.rollout.max_new_tokens) + 1)
                                              // 16) * 16
-    max_tiles = int(cfg.rm.max_tiles) or max(len(e.pixel_values) for e in examples)
+    max_tiles = int(cfg.rm.max_tiles) or limits.tiles
     scorer = JaxRewardModelScorer(rm_config, rm_params, tokenizer=tokenizer, prompt=prompt,
                                   batch_size=int(cfg.rm.score_batch_size), seq_len=seq_len,
                                   max_tiles=max_tiles)
@@ -176,10 +249,11 @@ def reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules, l
     return scorer, calibration
 
 
-def hybrid_scorer(cfg, model, tokenizer, prompt, examples, mesh=None, rules=None, log=print):
+def hybrid_scorer(cfg, model, tokenizer, prompt, limits, mesh=None, rules=None, log=print):
+    """The hybrid-reward batch scorer of cfg.reward; `limits`: see reward_model_serving."""
     from r1v2_jax.rl.scoring import make_scorer
 
-    rm, calibration = reward_model_serving(cfg, model, tokenizer, prompt, examples, mesh, rules,
+    rm, calibration = reward_model_serving(cfg, model, tokenizer, prompt, limits, mesh, rules,
                                            log)
     return make_scorer(cfg.reward, reward_model=rm, calibration=calibration, log=log)
 
@@ -207,25 +281,23 @@ def inputs_from_config(cfg, log: Callable[[str], None] = print) -> StageInputs:
     d = cfg.data
     held_limit = int(d.num_heldout) or None
     score, offline = None, ()
+    kind = {"sft": "sft", "rm": "preference"}.get(stage, "prompt")
+    train = stream_feed(cfg, model, tokenizer, prompt, d.train, kind, log)
     if stage == "sft":
-        train = sft_examples(cfg, model, tokenizer, prompt, d.train, log=log)
         heldout = (prompt_examples(cfg, model, tokenizer, prompt, d.heldout, held_limit, log)
                    if d.heldout else [])
-        score = hybrid_scorer(cfg, model, tokenizer, prompt, heldout or [], log=log) \
-            if heldout else None
+        score = (hybrid_scorer(cfg, model, tokenizer, prompt, limits_of(heldout), log=log)
+                 if heldout else None)
     elif stage == "rm":
-        train = preference_pairs(cfg, model, tokenizer, prompt, d.train, log=log)
         heldout = (preference_pairs(cfg, model, tokenizer, prompt, d.heldout, held_limit,
-                                    uid_offset=10**9, log=log) if d.heldout else [])
+                                    uid_offset=HELDOUT_UID_OFFSET, log=log) if d.heldout else [])
     else:  # mpo, grpo
-        train = prompt_examples(cfg, model, tokenizer, prompt, d.train, log=log)
         heldout = prompt_examples(cfg, model, tokenizer, prompt, d.heldout, held_limit, log)
-        score = hybrid_scorer(cfg, model, tokenizer, prompt, list(train) + list(heldout), mesh,
-                              rules, log)
+        both = FeedLimits(max(train.limits.prompt_tokens, limits_of(heldout).prompt_tokens),
+                          max(train.limits.tiles, limits_of(heldout).tiles))
+        score = hybrid_scorer(cfg, model, tokenizer, prompt, both, mesh, rules, log)
         if stage == "mpo" and d.preferences:
             offline = preference_pairs(cfg, model, tokenizer, prompt, d.preferences,
-                                       uid_offset=10**9, log=log)
-    if not train:
-        raise ValueError(f"config.data.train: {d.train} holds no usable record")
+                                       uid_offset=HELDOUT_UID_OFFSET, log=log)
     return StageInputs(model, params, tokenizer, prompt, train, heldout, score, offline,
                        tokenizer_dir=tok_dir, mesh=mesh, rules=rules)

@@ -6,22 +6,25 @@ WORKDIR/final/ with the value head and calibration.json: the folder GRPO and MPO
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
 from r1v2_jax.recipes.final import write_final
 from r1v2_jax.recipes.inputs import StageInputs
 from r1v2_jax.recipes.result import StageResult
+from r1v2_jax.train.feed import FeedLimits, as_feed, limits_of
 
 
-def pair_scorer(cfg, inputs: StageInputs, params, pairs):
-    from r1v2_jax.rl.pairs import pair_seq_len
+def pair_scorer(cfg, inputs: StageInputs, params, limits):
+    """Scores pairs whose sizes are within `limits` (train.feed.FeedLimits)."""
     from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer
 
     return JaxRewardModelScorer(inputs.model, params, tokenizer=inputs.tokenizer,
                                 prompt=inputs.prompt, batch_size=int(cfg.rm.score_batch_size),
-                                seq_len=pair_seq_len(pairs),
-                                max_tiles=max(len(p.example.pixel_values) for p in pairs))
+                                seq_len=-(-limits.sequence_tokens // 16) * 16,  # as pair_seq_len
+                                max_tiles=limits.tiles)
 
 
 def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "rm", log=print,
@@ -33,14 +36,19 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "rm", log=print,
     from r1v2_jax.rl.rm_trainer import ranking_accuracy
 
     r = cfg.rm
-    every = list(inputs.train) + list(inputs.heldout)
+    feed = as_feed(inputs.train, int(cfg.train.seed), uid=lambda p: p.example.uid)
+    every = feed.limits  # the shapes of every pair: training and held-out
+    if inputs.heldout:
+        held = limits_of(inputs.heldout)
+        every = FeedLimits(*(max(a, b) for a, b in zip(dataclasses.astuple(every),
+                                                       dataclasses.astuple(held))))
 
     def ranking(params, pairs):
         return ranking_accuracy(pair_scorer(cfg, inputs, params, every), pairs)
 
     rm_params = init_reward_model_params(inputs.model, jax.random.key(int(r.seed)),
                                          inputs.params, head_init_std=float(r.head_init_std))
-    trainer = RMTrainer(cfg, inputs.model, rm_params, train=inputs.train,
+    trainer = RMTrainer(cfg, inputs.model, rm_params, train=feed,
                         heldout=inputs.heldout, pad_id=inputs.tokenizer.pad_id, workdir=workdir,
                         ranking_accuracy=ranking, stage=stage, log=log, mesh=inputs.mesh,
                         rules=inputs.rules)
@@ -49,7 +57,7 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "rm", log=print,
     if trainer.step < int(cfg.train.steps):
         return StageResult(params, last, "", trainer)
     scorer = pair_scorer(cfg, inputs, params, every)
-    calibration_pairs = list(inputs.train)[:int(r.num_calibration)]
+    calibration_pairs = feed.first(int(r.num_calibration))
     chosen, rejected = scorer.score_pairs(calibration_pairs)
     calibration = calibrate(np.concatenate([chosen, rejected]))
     metrics = {k if k.startswith("eval_") else f"train_{k}": v for k, v in last.items()

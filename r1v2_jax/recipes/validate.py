@@ -24,6 +24,8 @@ def _need_path(cfg, key: str, why: str) -> None:
         node = node[part]
     if not node:
         raise RecipeError(f"config.{key} is empty: {why}")
+    if str(node).startswith("tfds:"):  # a registered data set: opening it names what is wrong
+        return
     if not paths.exists(str(node)):
         raise RecipeError(f"config.{key}: {node} does not exist")
 
@@ -54,6 +56,9 @@ def validate_recipe(cfg) -> None:
                 raise RecipeError(f"config.reward.rm_calibration: {cal} does not exist (an `rm` "
                                   f"run writes calibration.json into its final/)")
     _check_names(cfg)
+    for key in ("num_threads", "prefetch", "replay_cache"):
+        if key in cfg.data and int(cfg.data[key]) < 1:
+            raise RecipeError(f"config.data.{key} must be >= 1, got {cfg.data[key]}")
     steps = int(cfg.train.steps)
     if steps < 1:
         raise RecipeError(f"config.train.steps must be >= 1, got {steps}")

@@ -20,13 +20,13 @@ import ml_collections
 import numpy as np
 
 from r1v2_jax.data.prompts import PromptConfig
-from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.data.tokenizer import Tokenizer
 from r1v2_jax.losses import ADVANTAGE_ESTIMATORS
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.rl.batching import grpo_batch
 from r1v2_jax.rl.evaluate import evaluate, evaluate_sampled
 from r1v2_jax.rl.examples import PromptExample
+from r1v2_jax.train.feed import Feed, as_feed
 from r1v2_jax.rl.dynamic_sampling import collect_groups
 from r1v2_jax.rl.grpo_step import (GRPOLossOptions, make_grpo_update, make_score_fn,
                                    rollout_correction_enabled)
@@ -44,9 +44,9 @@ from r1v2_jax.train.trainer import Trainer, init_opt_state
 Scorer = Callable[[PromptExample, str], dict[str, Any]]
 
 
-def seq_len_for(examples: Sequence[PromptExample], max_new_tokens: int, multiple: int = 16) -> int:
-    longest = max(len(e.prompt_ids) for e in examples) + max_new_tokens
-    return -(-longest // multiple) * multiple
+def seq_len_for(longest_prompt: int, max_new_tokens: int, multiple: int = 16) -> int:
+    """The rollout batch's sequence length: the longest prompt + max_new_tokens, rounded up."""
+    return -(-(longest_prompt + max_new_tokens) // multiple) * multiple
 
 
 # Compiled functions are shared by trainers with the same static settings (a second run,
@@ -72,12 +72,14 @@ class GRPOTrainer(Trainer):
     """cfg: the recipe ConfigDict (see configs/grpo_demo.py for every field)."""
 
     def __init__(self, cfg, model_config: VLMConfig, params, *, tokenizer: Tokenizer,
-                 prompt: PromptConfig, train: Sequence[PromptExample],
+                 prompt: PromptConfig, train: "Sequence[PromptExample] | Feed",
                  heldout: Sequence[PromptExample], score: Scorer, workdir: str,
                  stage: str = "grpo", log: Callable[[str], None] = print, mesh=None, rules=None):
         super().__init__(cfg, workdir, stage=stage, log=log)
         self.config, self.tok, self.prompt = model_config, tokenizer, prompt
-        self.train_examples, self.heldout, self.score = list(train), list(heldout), score
+        # an in-memory list (the demo) or a streamed file (r1v2 train): train/feed.py
+        self.feed = as_feed(train, int(cfg.train.seed))
+        self.heldout, self.score = list(heldout), score
         g, r = cfg.grpo, cfg.rollout
         self.sampling = SamplingOptions(int(r.num_generations), int(r.max_new_tokens),
                                         float(r.temperature), float(r.top_p), int(r.top_k),
@@ -87,9 +89,8 @@ class GRPOTrainer(Trainer):
         if self.batch_size % self.mini or self.mini % int(g.micro_batch_size):
             raise ValueError(f"grpo: batch {self.batch_size} must be a multiple of mini_batch_size "
                              f"{self.mini}, itself a multiple of micro_batch_size {g.micro_batch_size}")
-        self.seq_len = seq_len_for(self.train_examples, self.sampling.max_new_tokens)
-        max_tiles = max(len(e.pixel_values) for e in self.train_examples)
-        self.tiles_per_micro = int(g.micro_batch_size) * max_tiles
+        self.seq_len = seq_len_for(self.feed.limits.prompt_tokens, self.sampling.max_new_tokens)
+        self.tiles_per_micro = int(g.micro_batch_size) * self.feed.limits.tiles
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
 
@@ -117,12 +118,10 @@ class GRPOTrainer(Trainer):
         self.optimizer = _optimizer(optim_items, updates_per_step)
         self.opt_state = init_opt_state(self.optimizer, self.trainable, mesh)
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
-        self.data_state = DataState()
         self.ssb = None
         if cfg.ssb.enabled:
             self.ssb = ssb_lib.SelectiveSampleBuffer(ssb_lib.SSBConfig(**dict(cfg.ssb)),
                                                      seed=int(cfg.train.seed))
-        self.by_uid = {e.uid: e for e in self.train_examples}
         on_policy, off_policy = (dataclasses.replace(opts, use_old_logps=old,
                                                      use_is_weights=self._needs_is())
                                  for old in (False, True))
@@ -171,11 +170,11 @@ class GRPOTrainer(Trainer):
         self.ref_trainable, self.rng = state.get("ref_trainable"), state["rng"]
 
     def host_state(self):
-        return {"data": self.data_state.to_dict(), "counters": dict(self.counters),
+        return {"data": self.feed.get_state(), "counters": dict(self.counters),
                 "ssb": self.ssb.state_dict() if self.ssb is not None else None}
 
     def load_host_state(self, host):
-        self.data_state = DataState.from_dict(host["data"])
+        self.feed.set_state(host["data"])
         self.counters = dict(host["counters"])
         if self.ssb is not None:
             self.ssb.load_state_dict(host["ssb"])
@@ -222,8 +221,7 @@ class GRPOTrainer(Trainer):
         w = cfg.reward
 
         def draw(round_: int):  # one batch of prompts -> groups with shaped rewards
-            prompts, self.data_state = next_batch(self.train_examples, int(cfg.rollout.prompts_per_step),
-                                                  self.data_state, int(cfg.train.seed))
+            prompts = self.feed.take(int(cfg.rollout.prompts_per_step))
             drawn = rollout(self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
                             prompt=self.prompt, seed=(seed + round_) % 2**31,
                             policy_version=self.step, score=self.score, mesh=self.mesh,
@@ -334,7 +332,7 @@ class GRPOTrainer(Trainer):
                 batch.append(originals[id(w)])
                 continue
             p = w.payload
-            batch.append(Sample(self.by_uid[int(p.prompt_ref)], np.asarray(p.response_ids, np.int32),
+            batch.append(Sample(self.feed.lookup(p.prompt_ref), np.asarray(p.response_ids, np.int32),
                                 np.asarray(p.behaviour_logps, np.float32), "", False,
                                 reward=w.reward, advantage=w.advantage,
                                 policy_version=w.policy_version))

@@ -35,6 +35,7 @@ from r1v2_jax.rl.batching import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.rl.evaluate import evaluate
 from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.grpo_trainer import seq_len_for
+from r1v2_jax.train.feed import Feed, as_feed
 from r1v2_jax.rl.mpo_step import MPOBatch, MPOLossOptions, make_mpo_update
 from r1v2_jax.rl.pairs import PreferencePair, hybrid_reward_range, pair_seq_len, sample_pairs
 from r1v2_jax.rl.rollout import SamplingOptions
@@ -103,14 +104,16 @@ class MPOTrainer(Trainer):
     through `stage_config(cfg, "mpo")` first when cfg.mpo carries optim/train overrides."""
 
     def __init__(self, cfg, model_config: VLMConfig, params, *, tokenizer: Tokenizer,
-                 prompt: PromptConfig, train: Sequence[PromptExample],
+                 prompt: PromptConfig, train: "Sequence[PromptExample] | Feed",
                  heldout: Sequence[PromptExample], score: Callable[..., dict[str, Any]],
                  workdir: str, stage: str = "mpo", log: Callable[[str], None] = print,
                  offline_pairs: Sequence[PreferencePair] = (), mesh=None, rules=None):
         super().__init__(cfg, workdir, stage=stage, log=log)
         self.eval_at_start = bool(cfg.mpo.eval_at_start)
         self.config, self.tok, self.prompt = model_config, tokenizer, prompt
-        self.train_examples, self.heldout, self.score = list(train), list(heldout), score
+        # an in-memory list (the demo) or a streamed file (r1v2 train): train/feed.py
+        self.feed = as_feed(train, int(cfg.train.seed))
+        self.heldout, self.score = list(heldout), score
         m = cfg.mpo
         self.sampling = SamplingOptions(int(m.num_samples), int(cfg.rollout.max_new_tokens),
                                         float(m.temperature), float(m.top_p), int(m.top_k))
@@ -122,10 +125,11 @@ class MPOTrainer(Trainer):
                             else hybrid_reward_range(cfg.reward))
         self.offline = list(offline_pairs)  # e.g. `load_preference_pairs`: in every round's pool
         # static shapes that fit every sample the policy can produce and every offline pair
-        self.seq_len = max([seq_len_for(self.train_examples, self.sampling.max_new_tokens)]
+        self.seq_len = max([seq_len_for(self.feed.limits.prompt_tokens,
+                                        self.sampling.max_new_tokens)]
                            + ([pair_seq_len(self.offline)] if self.offline else []))
-        max_tiles = max(len(e.pixel_values) for e in
-                        self.train_examples + [p.example for p in self.offline])
+        max_tiles = max([self.feed.limits.tiles]
+                        + [len(p.example.pixel_values) for p in self.offline])
         self.tiles_per_micro = self.micro * max_tiles
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
@@ -152,13 +156,11 @@ class MPOTrainer(Trainer):
                                               shardings_of(self.opt_state)))
         self.delta: BCODeltaState = bco_delta_init()
         self.rng = jax.random.key_data(jax.random.key(int(cfg.train.seed)))
-        self.data_state = DataState()
         self.online: list[PreferencePair] = []
         self.pool: list[PreferencePair] = []
         self.pool_state = DataState()
         self.round_stats: dict[str, Any] = {}
         self.counters = {"skipped_updates": 0, "rounds": 0, "sampling_attempts": 0}
-        self.by_uid = {e.uid: e for e in self.train_examples}
 
     # ----------------------------------------------------------------------------- state
     def params(self):
@@ -181,13 +183,13 @@ class MPOTrainer(Trainer):
                  "scores": [p.chosen_score, p.rejected_score],
                  "hallucinated": [p.chosen_hallucinated, p.rejected_hallucinated]}
                 for p in self.online]
-        return {"data": self.data_state.to_dict(), "pool": pool,
+        return {"data": self.feed.get_state(), "pool": pool,
                 "pool_state": self.pool_state.to_dict(), "round_stats": dict(self.round_stats),
                 "counters": dict(self.counters)}
 
     def load_host_state(self, host):
-        self.data_state = DataState.from_dict(host["data"])
-        self.online = [PreferencePair(self.by_uid[int(d["uid"])], np.asarray(d["chosen"], np.int32),
+        self.feed.set_state(host["data"])
+        self.online = [PreferencePair(self.feed.lookup(d["uid"]), np.asarray(d["chosen"], np.int32),
                                       np.asarray(d["rejected"], np.int32), *map(float, d["scores"]),
                                       *map(bool, d["hallucinated"])) for d in host["pool"]]
         self.pool = self.online + self.offline
@@ -211,8 +213,7 @@ class MPOTrainer(Trainer):
             self.rng, key = jax.random.split(jax.random.wrap_key_data(self.rng))
             self.rng = jax.random.key_data(self.rng)
             seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-            prompts, self.data_state = next_batch(self.train_examples, int(m.prompts_per_round),
-                                                  self.data_state, int(self.cfg.train.seed))
+            prompts = self.feed.take(int(m.prompts_per_round))
             pairs, st = sample_pairs(
                 self.config, self.params(), prompts, self.sampling, tokenizer=self.tok,
                 prompt=self.prompt, seed=seed, policy_version=self.step, score=self.score,

@@ -15,8 +15,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.models.reward_model import VALUE_HEAD
-from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
+from r1v2_jax.rl.pairs import PreferencePair
 from r1v2_jax.rl.rm_trainer import make_rm_update, rm_batch, rm_trainable_parts
+from r1v2_jax.train.feed import Feed, as_feed
 from r1v2_jax.train.optimizer import make_optimizer
 from r1v2_jax.train.trainer import BatchTrainer
 
@@ -27,23 +28,23 @@ class RMTrainer(BatchTrainer):
     (injected: it needs a scorer)."""
 
     def __init__(self, cfg, model_config: VLMConfig, rm_params, *,
-                 train: Sequence[PreferencePair], heldout: Sequence[PreferencePair], pad_id: int,
+                 train: "Sequence[PreferencePair] | Feed", heldout: Sequence[PreferencePair], pad_id: int,
                  workdir: str, ranking_accuracy=None, stage: str = "rm", log=print,
                  mesh=None, rules=None):
         super().__init__(cfg, workdir, stage=stage, log=log)
         r = cfg.rm
-        self.config, self.examples, self.heldout = model_config, list(train), list(heldout)
+        self.config, self.heldout = model_config, list(heldout)
+        self.feed = as_feed(train, int(cfg.train.seed), uid=lambda p: p.example.uid)
         self.pad_id, self._ranking = int(pad_id), ranking_accuracy
         self.batch_size, self.micro = int(r.batch_size), int(r.micro_batch_size)
-        if len(self.examples) < self.batch_size:
-            raise ValueError(f"rm: {len(self.examples)} training pairs, fewer than "
+        if len(self.feed) < self.batch_size:
+            raise ValueError(f"rm: {len(self.feed)} training pairs, fewer than "
                              f"rm.batch_size={self.batch_size}")
         if self.batch_size % self.micro:
             raise ValueError(f"rm.batch_size={self.batch_size} must be a multiple of "
                              f"rm.micro_batch_size={self.micro}")
-        self.seq_len = pair_seq_len(self.examples)
-        self.tiles_per_micro = self.micro * max(len(p.example.pixel_values)
-                                                for p in self.examples)
+        self.seq_len = -(-self.feed.limits.sequence_tokens // 16) * 16  # as pair_seq_len
+        self.tiles_per_micro = self.micro * self.feed.limits.tiles
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
         shardings = None

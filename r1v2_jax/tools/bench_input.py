@@ -14,7 +14,12 @@
      image files; RSS per record, extrapolated linearly to --records;
    * the same pipeline with the tiny model's tiling (28 px, one tile): its rate;
    * one CPU training step of the tiny model (configs/tiny.py; batch 8, 64 tokens, one
-     uint8 tile each normalised inside the jitted step; AdamW): median time.
+     uint8 tile each normalised inside the jitted step; AdamW): median time;
+   * training (`--train-steps`): the `sft` trainer on the tiny model (dynamic tiling at
+     28 px: an 800x600 image is 12 tiles + thumbnail, as at R1V2's 448 px) streaming the
+     same images as SFT records (`recipes.inputs.stream_feed`, the path of `r1v2
+     train`), against the same trainer on 64 of those examples held in memory: RSS while
+     training and the median step time of each (equal times: the input keeps up).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 TILE_BATCH = 8
 
 
-def write_set(path: str, n: int) -> None:
+def write_set(path: str, n: int, sft: bool = False) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
@@ -47,12 +52,15 @@ def write_set(path: str, n: int) -> None:
                                                                                  quality=90)
         images.append(buf.getvalue())
     schema = pa.schema([("images", pa.list_(pa.binary())), ("question", pa.string()),
-                        ("answer", pa.string()), ("answer_type", pa.string())])
+                        ("answer", pa.string()), ("answer_type", pa.string())]
+                       + ([("response", pa.string())] if sft else []))
     tmp = path + ".tmp"
     with pq.ParquetWriter(tmp, schema) as w:
         for start in range(0, n, 64):
             rows = [{"images": [images[i % 64]], "question": f"How many shapes are there? {i}",
-                     "answer": str(i % 10), "answer_type": "number"}
+                     "answer": str(i % 10), "answer_type": "number",
+                     **({"response": f"<think>\nI count {i % 10} shapes.\n</think>\n"
+                                     f"\\boxed{{{i % 10}}}"} if sft else {})}
                     for i in range(start, min(n, start + 64))]
             w.write_table(pa.Table.from_pylist(rows, schema=schema), row_group_size=64)
     os.replace(tmp, path)
@@ -200,7 +208,66 @@ def phase_train_step(args) -> dict:
             "records_per_s_needed": round(TILE_BATCH / ms * 1e3, 1)}
 
 
-PHASES = {"pipeline": phase_pipeline, "eager": phase_eager, "train_step": phase_train_step}
+def phase_train(args) -> dict:
+    import tempfile
+
+    import jax
+
+    from r1v2_jax.data import synthetic
+    from r1v2_jax.data.tokenizer import build_demo_tokenizer
+    from r1v2_jax.models import VLMConfig, init_params
+    from r1v2_jax.recipes import inputs
+    from r1v2_jax.train.config_loader import load_config_file
+    from r1v2_jax.train.feed import ListFeed
+    from r1v2_jax.train.sft import SFTTrainer
+
+    rss = RSS()
+    tok = build_demo_tokenizer(synthetic.vocabulary())
+    spec = load_config_file("configs/tiny.py").model
+    spec.text.vocab_size = 160  # the demo tokenizer's ids
+    model = VLMConfig.from_dict(spec).replace(max_dynamic_patch=12, use_thumbnail=True,
+                                              dynamic_image_size=True,
+                                              image_token_id=tok.img_context_id)
+    cfg = load_config_file("configs/sft_38b.py:smoke")
+    cfg.data.update(num_threads=args.threads, prefetch=16, max_prompt_tokens=512)
+    cfg.sft.update(batch_size=TILE_BATCH, micro_batch_size=TILE_BATCH)
+    cfg.train.update(steps=args.train_steps, checkpoint_every=10**6, eval_every=0,
+                     eval_at_start=False)
+    prompt = inputs.prompt_config(model, tok, cfg)
+    params = init_params(model, jax.random.key(0))
+    base = rss.now()
+    t0 = time.perf_counter()
+    feed = inputs.stream_feed(cfg, model, tok, prompt, args.data, "sft", log=lambda m: None)
+    validate_s = time.perf_counter() - t0
+    after_validate = rss.now()
+    memory = ListFeed(feed.first(64), 0, limits=feed.limits)  # the same shapes
+    out = {"phase": "train", "records": len(feed), "validate_s": round(validate_s, 1),
+           "tiles_per_record": feed.limits.tiles, "threads": args.threads,
+           "rss_start_mib": round(base), "rss_after_validate_mib": round(after_validate)}
+    for name, train in (("in_memory", memory), ("streamed", feed)):
+        times, samples = [], []
+        with tempfile.TemporaryDirectory() as work:
+            trainer = SFTTrainer(cfg, model, params, train=train, pad_id=tok.pad_id,
+                                 workdir=work, log=lambda m: None)
+            rss.reset_peak()
+            for step in range(args.train_steps):
+                t = time.perf_counter()
+                trainer.train_step()
+                jax.block_until_ready(trainer.trainable)
+                times.append(time.perf_counter() - t)
+                if step % 20 == 0:
+                    samples.append(round(rss.now()))
+        steady = times[len(times) // 4:]  # after compilation and the prefetch warm-up
+        out[name] = {"step_ms": round(float(np.median(steady)) * 1e3, 1),
+                     "records_per_s": round(TILE_BATCH / float(np.median(steady)), 1),
+                     "rss_peak_mib": round(rss.peak), "rss_every_20_steps_mib": samples}
+    out["streamed_over_in_memory_step"] = round(out["streamed"]["step_ms"]
+                                                / out["in_memory"]["step_ms"], 2)
+    return out
+
+
+PHASES = {"pipeline": phase_pipeline, "eager": phase_eager, "train_step": phase_train_step,
+          "train": phase_train}
 
 
 def main(argv=None) -> int:
@@ -209,6 +276,10 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default="/tmp/r1v2_bench_input")
     p.add_argument("--pipeline-records", type=int, default=800)
     p.add_argument("--eager-records", type=int, default=40)
+    p.add_argument("--train-steps", type=int, default=0,
+                   help="also measure the sft trainer streaming the set (0 = skip)")
+    p.add_argument("--threads", type=int, default=2, help="pipeline worker threads (train)")
+    p.add_argument("--only-train", action="store_true", help="measure training only")
     p.add_argument("--phase", choices=sorted(PHASES), default=None, help=argparse.SUPPRESS)
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)
@@ -224,10 +295,19 @@ def main(argv=None) -> int:
         print(f"wrote {data} ({os.path.getsize(data) / 2**20:.0f} MiB) in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     common = [sys.executable, "-m", "r1v2_jax.tools.bench_input", "--records",
-              str(args.records), "--data", data, "--pipeline-records",
-              str(args.pipeline_records), "--eager-records", str(args.eager_records)]
-    for extra in (["--phase", "pipeline"], ["--phase", "pipeline", "--tiny"],
-                  ["--phase", "eager"], ["--phase", "train_step"]):
+              str(args.records), "--pipeline-records", str(args.pipeline_records),
+              "--eager-records", str(args.eager_records), "--train-steps",
+              str(args.train_steps), "--threads", str(args.threads)]
+    phases = [] if args.only_train else [["--phase", "pipeline"],
+                                         ["--phase", "pipeline", "--tiny"],
+                                         ["--phase", "eager"], ["--phase", "train_step"]]
+    if args.train_steps:
+        sft_data = os.path.join(args.dir, f"sft_{args.records}.parquet")
+        if not os.path.exists(sft_data):
+            write_set(sft_data, args.records, sft=True)
+        phases.append(["--phase", "train", "--data", sft_data])
+    for extra in phases:
+        extra = extra if "--data" in extra else extra + ["--data", data]
         out = subprocess.run(common + extra, check=True, capture_output=True, text=True)
         print(out.stdout.strip().splitlines()[-1], flush=True)
     return 0

@@ -65,6 +65,9 @@ def run_steps(trainer: Trainer, steps: int, *, metrics: MetricsWriter | None = N
 def _one_step(trainer: Trainer, steps: int, metrics: MetricsWriter, every: int) -> dict:
     """Train, evaluate when due, log, checkpoint when due."""
     record = trainer.train_step()
+    feed = getattr(trainer, "feed", None)
+    if feed is not None:  # records dropped at decode time so far (a streamed set)
+        record.update(feed.metrics())
     if trainer.step == steps or (every and trainer.step % every == 0):
         record.update(trainer.evaluate())
     metrics.write(record)

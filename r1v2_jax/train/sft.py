@@ -15,6 +15,7 @@ from r1v2_jax.losses import sft_loss
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.train.packing import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.train.steps import accumulate, apply_update, merged, sequence_token_logps
+from r1v2_jax.train.feed import Feed, as_feed
 from r1v2_jax.train.trainer import BatchTrainer
 
 
@@ -85,26 +86,29 @@ class SFTTrainer(BatchTrainer):
     micro-batches of `sft.micro_batch_size`, token-mean NLL over completion tokens (exact
     over micro-batches). `evaluate` is injected (held-out generation lives in rl/)."""
 
-    def __init__(self, cfg, model_config: VLMConfig, params, *, train: Sequence[SFTExample],
+    def __init__(self, cfg, model_config: VLMConfig, params, *,
+                 train: "Sequence[SFTExample] | Feed",
                  pad_id: int, workdir: str, evaluate=None, stage: str = "sft", log=print,
                  mesh=None, rules=None):
         from r1v2_jax.train.masks import trainable_parts
         from r1v2_jax.train.optimizer import make_optimizer
 
         super().__init__(cfg, workdir, stage=stage, log=log)
-        self.config, self.examples, self.pad_id = model_config, list(train), int(pad_id)
+        self.config, self.pad_id = model_config, int(pad_id)
+        self.feed = as_feed(train, int(cfg.train.seed))
         self._evaluate = evaluate
         s = cfg.sft
         self.batch_size, self.micro = int(s.batch_size), int(s.micro_batch_size)
         if self.batch_size % self.micro:
             raise ValueError(f"sft.batch_size={self.batch_size} must be a multiple of "
                              f"sft.micro_batch_size={self.micro}")
-        longest = max(len(e.prompt_ids) + len(e.completion_ids) for e in self.examples)
+        limits = self.feed.limits
+        longest = limits.sequence_tokens
         self.seq_len = int(s.max_seq_len) or -(-longest // 16) * 16
         if longest > self.seq_len:
             raise ValueError(f"an SFT sequence has {longest} tokens, more than "
                              f"sft.max_seq_len={self.seq_len}")
-        self.tiles_per_micro = self.micro * max(len(e.pixel_values) for e in self.examples)
+        self.tiles_per_micro = self.micro * limits.tiles
         size = model_config.vision.image_size
         self.image_shape = (size, size, model_config.vision.num_channels)
         optimizer = make_optimizer(cfg.optim)

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.train.checkpoint import Checkpointer
 from r1v2_jax.train.loop import run_steps
 from r1v2_jax.train.masks import merge_params, split_params
@@ -187,11 +186,10 @@ class Trainer:
 class BatchTrainer(Trainer):
     """A trainer whose step is one optimizer update on the next batch of a fixed dataset
     (SFT, the reward model): device state = trainable part + optimizer state; host state =
-    data position + counters. Subclasses set `self.examples`, `self.batch_size` and
-    `self.update(frozen, trainable, opt_state, batch)`, and pack a batch in `pack`."""
+    data position + counters. Subclasses set `self.feed` (train/feed.py), `self.batch_size`
+    and `self.update(frozen, trainable, opt_state, batch)`, and pack a batch in `pack`."""
 
     def _init_batches(self):
-        self.data_state = DataState()
         self.counters = {"skipped_updates": 0}
 
     def device_state(self):
@@ -201,10 +199,10 @@ class BatchTrainer(Trainer):
         self.trainable, self.opt_state = state["trainable"], state["opt_state"]
 
     def host_state(self):
-        return {"data": self.data_state.to_dict(), "counters": dict(self.counters)}
+        return {"data": self.feed.get_state(), "counters": dict(self.counters)}
 
     def load_host_state(self, host):
-        self.data_state = DataState.from_dict(host["data"])
+        self.feed.set_state(host["data"])
         self.counters = dict(host["counters"])
 
     def pack(self, batch):
@@ -212,8 +210,7 @@ class BatchTrainer(Trainer):
 
     def train_step(self):
         t0 = time.time()
-        batch, self.data_state = next_batch(self.examples, self.batch_size, self.data_state,
-                                            int(self.cfg.train.seed))
+        batch = self.feed.take(self.batch_size)
         self.trainable, self.opt_state, m = self.update(self.frozen, self.trainable,
                                                         self.opt_state, self.pack(batch))
         m = {k: float(v) for k, v in m.items()}

@@ -88,6 +88,15 @@ class InputPipeline:
                                        f"{dict(self.decode_failures)}") from err
             return None  # dropped by grain
 
+    def decode_uid(self, uid: int):
+        """The record with that uid, read and decoded now in the calling thread (a replayed
+        sample's prompt); a record that no longer decodes raises."""
+        i = int(uid) - self.config.uid_offset
+        if not 0 <= i < self.validated.num_rows:
+            raise KeyError(f"{self.source.path}: no record with uid {uid}")
+        r = check_row(self.source, i, self.kind, self.rules, self.tokenizer, gold=False)
+        return decode(self.kind, int(uid), r, self.tokenizer, self.rules.tiling, self.prompt)
+
     def dataset(self) -> grain.IterDataset:
         c = self.config
         return (grain.MapDataset.source(self.order)

@@ -26,6 +26,7 @@ from PIL import Image
 
 from r1v2_jax.data import records as rec
 from r1v2_jax.data.image import ImageError
+from r1v2_jax.data.prompts import completion_of
 from r1v2_jax.data.sft_records import parse_sft_record
 from r1v2_jax.data.tokenizer import Tokenizer
 
@@ -103,6 +104,13 @@ def check_row(source, i: int, kind: str, rules, tokenizer, *, gold: bool = True)
     return CHECKS[kind](source[i], source.name(i), rules, tokenizer, gold)
 
 
+def _completion_tokens(kind: str, r, tokenizer: Tokenizer, prompt) -> int:
+    """Tokens of the SFT completion / the longer preference response, eos included
+    (as decode.py builds them)."""
+    texts = (r.response,) if kind == "sft" else (r.chosen, r.rejected)
+    return max(len(tokenizer.encode(completion_of(t, prompt))) + 1 for t in texts)
+
+
 @dataclasses.dataclass(frozen=True)
 class Validated:
     indices: np.ndarray  # int64: the valid rows, ascending
@@ -123,6 +131,7 @@ def prevalidate(source, kind: str, rules: rec.RecordRules = rec.RecordRules(),
         raise ValueError(f"{source.path}: a token budget is set but no tokenizer was given")
     valid, skipped, messages = [], Counter(), []
     tiles, prompt_tokens, answer_types = Counter(), [], Counter()
+    most_tiles, longest_completion, longest_sequence = 0, 0, 0
     for i in range(len(source)):
         try:
             r = check_row(source, i, kind, rules, tokenizer)
@@ -134,6 +143,12 @@ def prevalidate(source, kind: str, rules: rec.RecordRules = rec.RecordRules(),
             continue
         valid.append(i)
         tiles.update(r.num_tiles)
+        most_tiles = max(most_tiles, sum(r.num_tiles))
+        if tokenizer is not None:
+            completion = 0 if kind == "prompt" else _completion_tokens(kind, r, tokenizer,
+                                                                       rules.prompt)
+            longest_completion = max(longest_completion, completion)
+            longest_sequence = max(longest_sequence, r.prompt_tokens + completion)
         if r.prompt_tokens is not None:
             prompt_tokens.append(r.prompt_tokens)
         answer_types[getattr(r, "answer_type", None) or "-"] += 1
@@ -142,6 +157,9 @@ def prevalidate(source, kind: str, rules: rec.RecordRules = rec.RecordRules(),
                f"{dict(skipped)}" if skipped else "the source holds no records")
         raise rec.RecordError(source.path, None, "no_records", f"no valid records ({why})")
     stats = {"tiles_per_image": dict(sorted(tiles.items())),
-             "prompt_tokens": prompt_tokens, "answer_types": dict(answer_types)}
+             "prompt_tokens": prompt_tokens, "answer_types": dict(answer_types),
+             # the static shapes a trainer streaming this source needs (train/feed.py)
+             "max_tiles": most_tiles, "max_completion_tokens": longest_completion,
+             "max_sequence_tokens": longest_sequence}
     return Validated(np.asarray(valid, np.int64), len(source), dict(skipped), tuple(messages),
                      stats)
