@@ -1,6 +1,6 @@
 """`make mutants`: mutation testing (mutmut 2) of the core modules, each against its own tests.
 
-    python tests/mutation/run.py [--again] [GROUP ...]   (default: every group, in order)
+    python tests/mutation/run.py [--again | --report] [GROUP ...]   (default: every group)
 
 mutmut 2 writes each mutant into the source file, so everything happens in a copy of the
 working tree (MUTANTS_DIR, default /tmp/r1v2-mutants-$USER, recreated each run): the
@@ -11,7 +11,8 @@ Results: MUTANTS_DIR/results.md, a table per group and the diff of every survivo
 the table and each survivor's verdict (killed later / equivalent, and why) in docs/testing.md.
 `--again` keeps the previous copy and its mutmut cache, refreshes the files from the working
 tree and runs again: killed mutants stay killed, the others are tested against the current
-tests (how a survivor is shown killed by a test written after the first run).
+tests (how a survivor is shown killed by a test written after the first run).  `--report` only
+prints the table and survivors of the named groups from MUTANTS_DIR's cache.
 Not part of CI: several minutes per group on a laptop.
 """
 
@@ -43,11 +44,28 @@ def _block(root: Path, path: str, first: str, last: str) -> set[int]:
     return set(range(start + 1, end + 2))
 
 
-def _trainer_lines(root: Path) -> dict[str, set[int]]:
-    return {"r1v2_jax/rl/grpo_trainer.py": _block(root, "r1v2_jax/rl/grpo_trainer.py",
-                                                   r"fresh = \[", r"s\.advantage = "),
-            "r1v2_jax/rl/rollout.py": _block(root, "r1v2_jax/rl/rollout.py", r"flat = \[",
-                                             r"s\.hallucinated = ")}
+def _blocks(spec: dict[str, list[tuple[str, str]]]):
+    """A line selector: {path: [(first, last), ...]} -> the union of those blocks per file."""
+    def select(root: Path) -> dict[str, set[int]]:
+        return {path: set().union(*(_block(root, path, a, b) for a, b in pairs))
+                for path, pairs in spec.items()}
+    return select
+
+
+_trainer_lines = _blocks({"r1v2_jax/rl/grpo_trainer.py": [(r"fresh = \[", r"s\.advantage = ")],
+                          "r1v2_jax/rl/rollout.py": [(r"flat = \[", r"s\.hallucinated = ")]})
+# rewards: the formulas (r_format, r_theta~, the hybrid sum, the RM advantage options);
+# rewards_pool: the AnswerChecker worker pool (process management, slow tests)
+_REWARDS = "r1v2_jax/rl/rewards.py"
+_reward_formulas = _blocks({_REWARDS: [(r"^def format_reward", r"return 1\.0 if text\.split"),
+                                       (r"^class RewardModelScorer", r"return \(a_rule \+ a_rm\)")]})
+_reward_pool = _blocks({_REWARDS: [(r"^def _worker_main", r"self\.close\(\)$")]})
+# RoPE + the attention module of Qwen2, and the attention backends that run on CPU (the
+# cuDNN / splash bodies need a GPU / TPU; only their dispatch is mutated)
+_rope_attention = _blocks({
+    "r1v2_jax/models/qwen2.py": [(r"^def apply_rope", r"return out, cache_k, cache_v")],
+    "r1v2_jax/models/attention.py": [(r"^_NEG_INF", r"return out\.reshape"),
+                                     (r"^def attention\(", r"raise ValueError")]})
 
 
 # name: (modules, pytest arguments, line selector or None)
@@ -63,21 +81,34 @@ GROUPS = {
                  "answer or extraction or bad_reference or soft_timeout or think"], None),
     "advantages": (["r1v2_jax/losses/advantages.py"],
                    ["tests/losses/test_group_advantages.py",
-                    "tests/losses/test_group_advantages_errors.py"], None),
+                    "tests/losses/test_group_advantages_errors.py",
+                    "tests/losses/test_advantage_wrappers.py"], None),
     "grpo_assembly": (["r1v2_jax/rl/grpo_trainer.py", "r1v2_jax/rl/rollout.py"],
                       ["tests/rl/test_grpo_advantage_wiring.py"], _trainer_lines),
-    "rewards": (["r1v2_jax/rl/rewards.py"], ["tests/rl/test_rewards.py"], None),
+    "rewards": ([_REWARDS], ["tests/rl/test_reward_formulas.py",
+                             "tests/rl/test_rewards.py::test_format_reward",
+                             "tests/rl/test_rewards.py::test_calibration",
+                             "tests/rl/test_rewards.py::test_rm_term_hand_computed",
+                             "tests/rl/test_rewards.py::test_compute_rewards_hand_computed",
+                             "tests/rl/test_rewards.py::test_reward_model_bad_output_is_an_error",
+                             "tests/rl/test_reward_options.py", "-k", "not trainer"],
+                _reward_formulas),
+    "rewards_pool": ([_REWARDS], ["tests/rl/test_rewards.py", "-k",
+                                  "checker or timeout or limit or raises or compute_rewards"],
+                     _reward_pool),
     "rope_attention": (["r1v2_jax/models/qwen2.py", "r1v2_jax/models/attention.py"],
-                       ["tests/models/test_rope.py", "tests/models/test_parity.py",
-                        "tests/models/test_model.py"], None),
-    "adapter": (["r1v2_jax/models/adapter.py"], ["tests/models/test_parity.py"], None),
+                       ["tests/models/test_rope.py", "tests/models/test_attention.py"],
+                       _rope_attention),
+    "adapter": (["r1v2_jax/models/adapter.py"], ["tests/models/test_adapter.py"], None),
     "sampling": (["r1v2_jax/generate/sampling.py"], ["tests/generate/test_sampling.py"], None),
-    "logprobs": (["r1v2_jax/losses/logprobs.py"], ["tests/losses/test_token_logprobs.py"], None),
+    "logprobs": (["r1v2_jax/losses/logprobs.py"], ["tests/losses/test_token_logprobs_edges.py",
+                                                      "tests/losses/test_token_logprobs.py"], None),
     "grpo_loss": (["r1v2_jax/losses/grpo.py", "r1v2_jax/losses/policy_losses.py"],
                   ["tests/losses/test_grpo_loss_parity.py",
                    "tests/losses/test_grpo_loss_properties.py"], None),
     "preference": (["r1v2_jax/losses/preference.py", "r1v2_jax/losses/mpo.py"],
-                   ["tests/losses/test_preference_losses.py"], None),
+                   ["tests/losses/test_preference_edges.py",
+                    "tests/losses/test_preference_losses.py"], None),
 }
 STATUS = {"ok_killed": "killed", "ok_suspicious": "killed", "bad_timeout": "timeout",
           "bad_survived": "survived", "untested": "untested", "skipped": "skipped"}
@@ -136,10 +167,11 @@ def results(dest: Path, names: list[str], seconds: dict[str, float]) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     survivors = []
     for name in names:
-        modules = GROUPS[name][0]
+        modules, _, selector = GROUPS[name]
+        chosen = selector(dest) if selector is not None else {}  # 1-based lines per file
         counts = {v: 0 for v in STATUS.values()}
         for mid, status, filename, line in rows:
-            if filename in modules:
+            if filename in modules and (filename not in chosen or line + 1 in chosen[filename]):
                 counts[STATUS.get(status, status)] += 1
                 if STATUS.get(status) in ("survived", "timeout", "untested"):
                     survivors.append((name, mid, filename, line + 1, STATUS[status]))
@@ -160,16 +192,19 @@ def results(dest: Path, names: list[str], seconds: dict[str, float]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    again = "--again" in argv
-    names = [a for a in argv if a != "--again"] or list(GROUPS)
+    again, report = "--again" in argv, "--report" in argv
+    names = [a for a in argv if a not in ("--again", "--report")] or list(GROUPS)
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
         raise SystemExit(f"mutants: unknown group(s) {unknown}; known: {list(GROUPS)}")
     dest = Path(os.environ.get("MUTANTS_DIR", f"/tmp/r1v2-mutants-{getpass.getuser()}"))
     if dest.resolve() == REPO or REPO in dest.resolve().parents:
         raise SystemExit(f"mutants: MUTANTS_DIR={dest} must be outside the repository")
-    if again and not (dest / ".mutmut-cache").exists():
-        raise SystemExit(f"mutants: --again needs a previous run in {dest}")
+    if (again or report) and not (dest / ".mutmut-cache").exists():
+        raise SystemExit(f"mutants: --again / --report need a previous run in {dest}")
+    if report:  # the table and survivors of earlier runs, nothing run
+        print(results(dest, names, {}))
+        return 0
     copy_tree(dest, fresh=not again)
     log = lambda s: print(s, flush=True)  # noqa: E731
     seconds = {}

@@ -1,0 +1,127 @@
+"""Qwen2 attention against a NumPy reference written loop by loop: the causal/padding/segment
+mask, grouped-query attention (4 query heads on 2 KV heads), the 1/sqrt(D) scale, RoPE at
+theta 5e5, the q/k/v biases, and the KV-cache write at `cache_index` (also under
+attention_impl="splash", which decodes with the xla path)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.core import meta
+
+from r1v2_jax.models import TextConfig, VLMConfig
+from r1v2_jax.models.attention import attention, causal_mask
+from r1v2_jax.models.qwen2 import Attention
+
+HQ, HKV, D, E, THETA = 4, 2, 4, 6, 5e5
+
+
+def mask_reference(q_slots, kv_valid, q_seg=None, kv_seg=None):
+    b, t = q_slots.shape
+    s = kv_valid.shape[1]
+    out = np.zeros((b, t, s), bool)
+    for i in range(b):
+        for j in range(t):
+            for k in range(s):
+                same = q_seg is None or q_seg[i, j] == kv_seg[i, k]
+                out[i, j, k] = k <= q_slots[i, j] and kv_valid[i, k] and same
+    return out
+
+
+def test_causal_mask():
+    q_slots = np.array([[0, 1, 2, 3], [2, 3, 4, 5]])
+    kv_valid = np.array([[1, 1, 1, 0, 1, 1], [0, 1, 1, 1, 1, 1]], bool)
+    got = causal_mask(jnp.asarray(q_slots), jnp.asarray(kv_valid))
+    np.testing.assert_array_equal(got, mask_reference(q_slots, kv_valid))
+    seg = np.array([[1, 1, 2, 2], [1, 1, 1, 2]])
+    q_seg, kv_seg = seg, np.concatenate([seg, seg[:, -1:], seg[:, -1:]], 1)
+    got = causal_mask(jnp.asarray(q_slots), jnp.asarray(kv_valid), jnp.asarray(q_seg),
+                      jnp.asarray(kv_seg))
+    np.testing.assert_array_equal(got, mask_reference(q_slots, kv_valid, q_seg, kv_seg))
+
+
+def attention_reference(q, k, v, mask, scale):
+    """q [B, T, Hq, D], k/v [B, S, Hkv, D]; query head h reads KV head h // (Hq / Hkv)."""
+    b, t, hq, d = q.shape
+    g = hq // k.shape[2]
+    out = np.zeros(q.shape)
+    for i in range(b):
+        for h in range(hq):
+            logits = q[i, :, h] @ k[i, :, h // g].T * scale  # [T, S]
+            logits = np.where(mask[i], logits, -np.inf)
+            rows = np.isfinite(logits).any(-1)
+            p = np.zeros_like(logits)
+            p[rows] = np.exp(logits[rows] - logits[rows].max(-1, keepdims=True))
+            p[rows] /= p[rows].sum(-1, keepdims=True)
+            out[i, :, h] = p @ v[i, :, h // g]
+    return out
+
+
+def test_xla_attention_gqa_scale_and_masked_rows():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((2, 3, HQ, D))
+    k, v = rng.standard_normal((2, 5, HKV, D)), rng.standard_normal((2, 5, HKV, D))
+    mask = mask_reference(np.array([[1, 2, 4], [0, 3, 4]]), np.array([[1, 1, 1, 1, 1],
+                                                                      [1, 0, 1, 1, 0]], bool))
+    mask[1, 0] = False  # a fully masked (padding) query row: finite, not NaN
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    got = np.asarray(attention(f32(q), f32(k), f32(v), jnp.asarray(mask)))
+    rows = mask.any(-1)  # the padding row's value is unused (uniform over the keys)
+    np.testing.assert_allclose(got[rows], attention_reference(q, k, v, mask, D ** -0.5)[rows],
+                               atol=1e-5)
+    assert np.isfinite(got).all()
+    got = np.asarray(attention(f32(q), f32(k), f32(v), jnp.asarray(mask), scale=0.3))
+    np.testing.assert_allclose(got[rows], attention_reference(q, k, v, mask, 0.3)[rows], atol=1e-5)
+    with pytest.raises(ValueError) as err:
+        attention(f32(q), f32(k), f32(v), None, impl="flash")
+    assert str(err.value) == "attention_impl must be 'xla', 'cudnn' or 'splash', got 'flash'"
+
+
+def rope_reference(x, positions):
+    d = x.shape[-1]
+    out = np.empty_like(x)
+    for j in range(d // 2):
+        angle = positions[:, :, None] * THETA ** (-2.0 * j / d)
+        a, b = x[..., j], x[..., j + d // 2]
+        out[..., j] = a * np.cos(angle) - b * np.sin(angle)
+        out[..., j + d // 2] = b * np.cos(angle) + a * np.sin(angle)
+    return out
+
+
+def _config(impl="xla"):
+    text = TextConfig(hidden_size=E, num_attention_heads=HQ, num_key_value_heads=HKV,
+                      head_dim=D, rope_theta=THETA)
+    return VLMConfig(text=text, attention_impl=impl)
+
+
+@pytest.mark.parametrize("impl", ["xla", "splash"])
+def test_attention_module_writes_the_cache_and_attends_over_it(impl):
+    rng = np.random.default_rng(1)
+    b, t, s, start = 2, 2, 6, 2
+    h = rng.standard_normal((b, t, E)).astype(np.float32)
+    positions = np.array([[5, 6], [2, 3]])  # RoPE positions differ from the cache slots
+    cache_k = rng.standard_normal((b, s, HKV, D)).astype(np.float32)
+    cache_v = rng.standard_normal((b, s, HKV, D)).astype(np.float32)
+    kv_valid = np.array([[1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 0, 0]], bool)
+    mask = mask_reference(np.array([[2, 3], [2, 3]]), kv_valid)
+    model = Attention(_config(impl))
+    args = (jnp.asarray(h), jnp.asarray(positions), jnp.asarray(mask), None,
+            jnp.asarray(cache_k), jnp.asarray(cache_v), start)
+    params = meta.unbox(model.init(jax.random.key(0), *args))["params"]
+    params = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
+    out, new_k, new_v = model.apply({"params": params}, *args)
+
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    proj = lambda name: np.einsum("bte,ehd->bthd", h, p[name]["kernel"]) + p[name]["bias"]  # noqa: E731
+    q, k, v = rope_reference(proj("q_proj"), positions), rope_reference(proj("k_proj"), positions), \
+        proj("v_proj")
+    ref_k, ref_v = cache_k.astype(np.float64), cache_v.astype(np.float64)
+    ref_k[:, start:start + t], ref_v[:, start:start + t] = k, v
+    np.testing.assert_allclose(new_k, ref_k, atol=1e-4)
+    np.testing.assert_allclose(new_v, ref_v, atol=1e-4)
+    att = attention_reference(q, ref_k, ref_v, mask, 1 / math.sqrt(D))
+    expected = np.einsum("bthd,hde->bte", att, p["o_proj"]["kernel"])
+    assert "bias" not in p["o_proj"]
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
