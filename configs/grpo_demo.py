@@ -14,6 +14,8 @@ def get_config(arg=None):
     c.model = demo_model.model()
     c.demo = ml_collections.ConfigDict(dict(
         data_seed=0, num_examples=2400, heldout_fraction=0.1, num_heldout=256,
+        # --compare-trainable (the paper's Table 4): GRPO + SSB with each part trainable
+        trainable_parts=("adapter", "llm+adapter", "vit+adapter"),
         compare_prompts=64,  # --compare-objectives: prompts sampled once for the shared pairs
         # accuracy of k samples at a temperature + pass@k after each stage, on the first
         # `prompts` held-out prompts (num_samples=0: off)
@@ -25,7 +27,11 @@ def get_config(arg=None):
         steps=300, batch_size=64, lr=3e-3, warmup=20, seed=1000, eval_scenes=256))
     c.warmstart = ml_collections.ConfigDict(dict(
         steps=250, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
-        seed=0))
+        seed=0,
+        # a distilled reasoning model's traces mix behaviours of different quality: this
+        # share guesses at once ("guess."), right with probability shortcut_correct; the
+        # rest describe and count (data/synthetic.TraceMix; docs/demo.md)
+        traces=dict(shortcut_rate=0.6, shortcut_correct=0.5, seed=0)))
     c.rm.update(steps=150)
     c.rollout.update(prompts_per_step=48, num_generations=8, max_new_tokens=64, temperature=1.0,
                      eval_batch_size=64)
@@ -46,7 +52,8 @@ def get_config(arg=None):
 
 def smoke(c):
     """Every demo stage in seconds (tests/demo): a few examples, two steps each."""
-    c.demo.update(num_examples=160, num_heldout=8, compare_prompts=4)
+    c.demo.update(num_examples=160, num_heldout=8, compare_prompts=4,
+                  trainable_parts=("adapter", "llm+adapter"))
     c.demo.sampled_eval.num_samples = 2
     c.vision.update(steps=2, batch_size=4, eval_scenes=4)
     c.warmstart.update(steps=2, batch_size=8, micro_batch_size=8)

@@ -35,7 +35,8 @@ QUESTION_TEMPLATES = {
     "kind_of_color": "What shape is the {0} one? "
                      + " ".join(f"{l}. {k}" for l, k in zip(CHOICE_LETTERS, KINDS)),
 }
-TRACE_WORDS = "I see a and shapes is the largest shape plus none boxed"
+TRACE_WORDS = "I see a and shapes is the largest shape plus none boxed guess"
+SHORTCUT_OPENER = "guess"  # the shortcut trace's first word (the careful one's is "I")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +222,61 @@ def reasoning_trace(scene: Scene, question: Question) -> str:
 
 
 _SINGULAR = {**{k: k for k in KINDS}, **{p: k for k, p in PLURAL.items()}}
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceMix:
+    """The warm start's mix of behaviours (docs/demo.md, "A warm start with two behaviours").
+
+    R1V2 starts from a distilled reasoning model whose traces vary in quality; RL then
+    shifts probability towards the better behaviour it already has. Here a share
+    `shortcut_rate` of the SFT traces skips the description and the count and guesses
+    (`shortcut_trace`), right with probability `shortcut_correct`; the rest count carefully
+    (`reasoning_trace`). The behaviour is fixed by the first response word, so a policy
+    trained on the mix holds both and chooses between them at its first token."""
+    shortcut_rate: float = 0.0
+    shortcut_correct: float = 1.0
+    seed: int = 0  # the draw of each example's behaviour (with its index)
+
+    def __post_init__(self):
+        for name in ("shortcut_rate", "shortcut_correct"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"TraceMix.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def wrong_answer(question: Question, rng: np.random.Generator) -> str:
+    """A plausible wrong answer of the question's type (a count off by one or two, another
+    letter, another colour)."""
+    if question.answer_type == "number":
+        a = int(question.answer)
+        options = [str(x) for x in (a + 1, a - 1, a + 2) if x >= 0 and x != a]
+    elif question.answer_type == "choice":
+        options = [x for x in CHOICE_LETTERS if x != question.answer]
+    else:
+        options = [x for x in COLORS if x != question.answer]
+    return str(rng.choice(options))
+
+
+def shortcut_trace(answer: str) -> str:
+    """The shortcut: no description, no count, a guess (`<think>\\nguess.\\n</think>...`)."""
+    return f"<think>\n{SHORTCUT_OPENER}.\n</think>\n\\boxed{{{answer}}}"
+
+
+def mixed_trace(example: Example, index: int, mix: TraceMix) -> tuple[str, bool]:
+    """Example `index`'s warm-start trace under `mix`: (trace, is_shortcut). Deterministic
+    in (mix.seed, index), independent of the other examples."""
+    rng = np.random.default_rng([mix.seed, index])
+    if rng.random() >= mix.shortcut_rate:
+        return reasoning_trace(example.scene, example.question), False
+    q = example.question
+    answer = q.answer if rng.random() < mix.shortcut_correct else wrong_answer(q, rng)
+    return shortcut_trace(answer), True
+
+
+def is_shortcut(response: str) -> bool:
+    """Whether a response (with or without the `<think>\\n` opener) took the shortcut."""
+    body = response.removeprefix("<think>").lstrip()
+    return body.split(".", 1)[0].strip() == SHORTCUT_OPENER
 
 
 def hallucinated(response: str, scene: Scene, question: str = "") -> bool:

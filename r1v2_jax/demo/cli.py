@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-compare", action="store_true", help="skip the GRPO run without SSB")
     p.add_argument("--compare-objectives", action="store_true",
                    help="also train MPO, DPO and SFT on the same pairs (the paper's Table 3)")
+    p.add_argument("--compare-trainable", action="store_true",
+                   help="also run GRPO + SSB training each part of demo.trainable_parts with the "
+                        "same budget (the paper's Table 4; adds about 4 minutes per part)")
     p.add_argument("--seed", type=int, default=None,
                    help="changes every seed of the run at once (data, model, stages)")
     p.set_defaults(func=main, accepts_overrides=True)  # --config.a.b=value overrides
@@ -52,5 +55,6 @@ def main(args) -> int:
         raise SystemExit(f"unknown stage(s) {unknown}; stages are {STAGES}")
     run_demo(cfg, args.out, stages=stages, with_ssb=not args.no_ssb,
              compare_no_ssb=not args.no_compare and not args.no_ssb,
-             compare_objectives=args.compare_objectives)
+             compare_objectives=args.compare_objectives,
+             compare_trainable=args.compare_trainable)
     return 0

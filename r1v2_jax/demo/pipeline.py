@@ -116,6 +116,11 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
     if over > 0:  # the policy would imitate responses that sampling cuts off
         ctx.log(f"warning: warm-start traces run up to {over} tokens past "
                 f"rollout.max_new_tokens={int(cfg.rollout.max_new_tokens)}")
+    mix = trace_mix(cfg)
+    if mix.shortcut_rate > 0:
+        shortcuts = sum(short for _, short in warmstart_traces(ctx))
+        ctx.log(f"[warmstart] {shortcuts}/{len(seqs)} traces take the shortcut (guess, right "
+                f"with probability {mix.shortcut_correct:g}), the rest count carefully")
     examples = [SFTExample(s.ids[:s.prompt_length], s.ids[s.prompt_length:], e.pixel_values)
                 for s, e in zip(seqs, ctx.train)]
     t0 = time.time()
@@ -128,11 +133,22 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
     return result.params, metrics
 
 
+def trace_mix(cfg) -> synthetic.TraceMix:
+    """cfg.warmstart.traces: the share of shortcut traces, how often they guess right."""
+    t = cfg.warmstart.traces
+    return synthetic.TraceMix(float(t.shortcut_rate), float(t.shortcut_correct), int(t.seed))
+
+
+def warmstart_traces(ctx: DemoContext) -> list[tuple[str, bool]]:
+    """Each train prompt's trace under cfg.warmstart.traces: (trace, is_shortcut)."""
+    mix = trace_mix(ctx.cfg)
+    return [synthetic.mixed_trace(raw, i, mix) for i, raw in enumerate(ctx.train_raw)]
+
+
 def warmstart_sequences(ctx: DemoContext) -> list:
-    """The warm start's training sequences: each train prompt + its templated trace."""
-    return [build_training_sequence(ctx.tokenizer, e.question, (1,),
-                                    synthetic.reasoning_trace(raw.scene, raw.question), ctx.prompt)
-            for e, raw in zip(ctx.train, ctx.train_raw)]
+    """The warm start's training sequences: each train prompt + its trace."""
+    return [build_training_sequence(ctx.tokenizer, e.question, (1,), trace, ctx.prompt)
+            for e, (trace, _) in zip(ctx.train, warmstart_traces(ctx))]
 
 
 def longest_trace_tokens(seqs) -> int:
@@ -140,10 +156,32 @@ def longest_trace_tokens(seqs) -> int:
     return max(len(s.ids) - s.prompt_length for s in seqs)
 
 
+def tallied(score: Callable, tally: list) -> Callable:
+    """`score` that also appends (took the shortcut, accuracy) per response to `tally`."""
+    def wrapped(examples, responses):
+        out = score(examples, responses)
+        tally.extend(zip(map(synthetic.is_shortcut, responses), map(float, out["accuracy"])))
+        return out
+    return wrapped
+
+
+def behaviour_metrics(tally: list, prefix: str) -> dict[str, float]:
+    """The share of responses that took the shortcut and each behaviour's accuracy (nan
+    when a behaviour never occurs)."""
+    short = [a for s, a in tally if s]
+    careful = [a for s, a in tally if not s]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {f"{prefix}_shortcut_rate": len(short) / max(len(tally), 1),
+            f"{prefix}_shortcut_accuracy": mean(short), f"{prefix}_careful_accuracy": mean(careful)}
+
+
 def eval_params(ctx: DemoContext, params) -> dict[str, float]:
-    return evaluate(ctx.model, params, ctx.heldout, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                    max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
-                    batch_size=int(ctx.cfg.rollout.eval_batch_size), score=ctx.score)
+    tally: list = []
+    out = evaluate(ctx.model, params, ctx.heldout, tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                   max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
+                   batch_size=int(ctx.cfg.rollout.eval_batch_size),
+                   score=tallied(ctx.score, tally))
+    return {**out, **behaviour_metrics(tally, "eval")}
 
 
 def sampled_eval_params(ctx: DemoContext, params) -> dict[str, float]:
@@ -153,23 +191,28 @@ def sampled_eval_params(ctx: DemoContext, params) -> dict[str, float]:
     se = ctx.cfg.demo.sampled_eval
     if int(se.num_samples) == 0:
         return {}
-    return evaluate_sampled(ctx.model, params, ctx.heldout[:int(se.prompts)],
-                            tokenizer=ctx.tokenizer, prompt=ctx.prompt,
-                            max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
-                            batch_size=int(ctx.cfg.rollout.eval_batch_size),
-                            num_samples=int(se.num_samples), temperature=float(se.temperature),
-                            score=ctx.score)
+    tally: list = []
+    out = evaluate_sampled(ctx.model, params, ctx.heldout[:int(se.prompts)],
+                           tokenizer=ctx.tokenizer, prompt=ctx.prompt,
+                           max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
+                           batch_size=int(ctx.cfg.rollout.eval_batch_size),
+                           num_samples=int(se.num_samples), temperature=float(se.temperature),
+                           score=tallied(ctx.score, tally))
+    return {**out, **behaviour_metrics(tally, "eval_sampled")}
 
 
 def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool,
-             score: Callable | None = None):
+             score: Callable | None = None, trainable: str | None = None,
+             name: str | None = None):
     """GRPO from `params` through the `grpo` recipe; `score` defaults to the rule + format
-    reward (ctx.score)."""
+    reward (ctx.score); `trainable` overrides cfg.train.trainable (the Table 4 arms)."""
     from r1v2_jax.recipes import grpo
 
     cfg = ml_collections.ConfigDict(ctx.cfg.to_dict())
     cfg.ssb.enabled = ssb
-    name = "grpo" if ssb else "grpo_no_ssb"
+    if trainable is not None:
+        cfg.train.trainable = trainable
+    name = name or ("grpo" if ssb else "grpo_no_ssb")
     t0 = time.time()
     result = grpo.run(cfg, stage_inputs(ctx, params, ctx.train, score=score or ctx.score),
                       stage_dir, stage=name, log=ctx.log)
@@ -180,8 +223,8 @@ def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool,
 
 
 def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_ssb: bool = True,
-             compare_objectives: bool = False, log: Callable[[str], None] = print
-             ) -> dict[str, Any]:
+             compare_objectives: bool = False, compare_trainable: bool = False,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     from r1v2_jax.demo import stages_mpo
     from r1v2_jax.rl.rewards import Calibration
 
@@ -223,6 +266,16 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
             final, results[name] = run_grpo(ctx, params, os.path.join(out, name), ssb=ssb,
                                             score=score)
             results[name].update(sampled_eval_params(ctx, final))
+        if compare_trainable:  # the paper's Table 4: the same GRPO budget, another part
+            results["trainable"] = {}
+            for part in cfg.demo.trainable_parts:
+                if part == str(cfg.train.trainable) and "grpo" in results:
+                    results["trainable"][part] = results["grpo"]  # the main arm already is it
+                    continue
+                name = "grpo_" + part.replace("+", "_")
+                final, r = run_grpo(ctx, params, os.path.join(out, "trainable", name), ssb=True,
+                                    score=score, trainable=part, name=name)
+                results["trainable"][part] = {**r, **sampled_eval_params(ctx, final)}
     results["seconds"] = time.time() - t0
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

@@ -79,6 +79,66 @@ def objectives_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _effective_shares(path: str) -> list[float]:
+    if not os.path.exists(os.path.join(path, "metrics.jsonl")):
+        return []
+    return [m["effective_ratio_batch"] for m in read_metrics(path) if "effective_ratio_batch" in m]
+
+
+def _p10(xs: list[float]) -> float:
+    import numpy as np
+    return float(np.percentile(xs, 10)) if xs else float("nan")
+
+
+def ssb_table(out: str, results: dict[str, Any]) -> str:
+    """The paper's Table 2 at toy scale: GRPO with and without the SSB from the same policy."""
+    arms = [(k, label) for k, label in (("grpo", "with SSB"), ("grpo_no_ssb", "without SSB"))
+            if k in results]
+    if not arms:
+        return ""
+    lines = ["GRPO with and without the Selective Sample Buffer (same start, same budget):", "",
+             "| GRPO | effective share of the update batch: mean | 10th percentile | min | "
+             "held-out accuracy | sampled accuracy |", "|---|---|---|---|---|---|"]
+    for key, label in arms:
+        eff, r = _effective_shares(os.path.join(out, key)), results[key]
+        sampled = f"{r['eval_sampled_accuracy']:.3f}" if "eval_sampled_accuracy" in r else "-"
+        lines.append(f"| {label} | {_mean(eff):.2f} | {_p10(eff):.2f} | "
+                     f"{min(eff, default=float('nan')):.2f} | {r['eval_accuracy']:.3f} | {sampled} |")
+    return "\n".join(lines)
+
+
+def behaviour_table(results: dict[str, Any]) -> str:
+    """How often sampled responses take the warm start's shortcut, and each behaviour's
+    accuracy (data/synthetic.TraceMix)."""
+    rows = [(label, results[k]) for k, label in ROWS
+            if isinstance(results.get(k), dict) and "eval_sampled_shortcut_rate" in results[k]]
+    if not rows:
+        return ""
+    lines = ["Behaviours of the sampled responses (shortcut = a guess without counting):", "",
+             "| stage | shortcut share | accuracy when careful | accuracy when shortcut |",
+             "|---|---|---|---|"]
+    for label, r in rows:
+        lines.append(f"| {label} | {r['eval_sampled_shortcut_rate']:.3f} | "
+                     f"{r['eval_sampled_careful_accuracy']:.3f} | "
+                     f"{r['eval_sampled_shortcut_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
+def trainable_table(out: str, results: dict[str, Any]) -> str:
+    """The paper's Table 4 at toy scale: GRPO + SSB training one part, the same budget."""
+    parts = results.get("trainable")
+    if not parts:
+        return ""
+    lines = ["GRPO + SSB by trainable part (same start, same budget):", "",
+             "| trainable | held-out accuracy | sampled accuracy | hallucination rate |",
+             "|---|---|---|---|"]
+    for part, r in parts.items():
+        sampled = f"{r['eval_sampled_accuracy']:.3f}" if "eval_sampled_accuracy" in r else "-"
+        lines.append(f"| {part} | {r['eval_accuracy']:.3f} | {sampled} | "
+                     f"{r['eval_hallucination_rate']:.3f} |")
+    return "\n".join(lines)
+
+
 def plot_runs(out: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -117,7 +177,8 @@ def plot_runs(out: str) -> list[str]:
 
 def write_report(out: str, results: dict[str, Any], log: Callable[[str], None] = print) -> str:
     parts = (summary_table(out, results), vision_line(results), reward_model_line(results),
-             objectives_table(results))
+             behaviour_table(results), ssb_table(out, results), objectives_table(results),
+             trainable_table(out, results))
     table = "\n\n".join(x for x in parts if x)
     plots = plot_runs(out)
     text = "# r1v2 demo summary\n\n" + table + "\n\n" + "\n".join(f"![]({os.path.basename(p)})" for p in plots) + \

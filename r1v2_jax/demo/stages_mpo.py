@@ -30,15 +30,7 @@ STAGE_NAMES = {"mpo": "mpo", "dpo": "dpo", "sft": "sft_pairs"}  # keys of demo/r
 
 
 # ----------------------------------------------------------------------------- pairs
-def wrong_answer(question: synthetic.Question, rng: np.random.Generator) -> str:
-    if question.answer_type == "number":
-        a = int(question.answer)
-        options = [str(x) for x in (a + 1, a - 1, a + 2) if x >= 0 and x != a]
-    elif question.answer_type == "choice":
-        options = [x for x in synthetic.CHOICE_LETTERS if x != question.answer]
-    else:
-        options = [x for x in synthetic.COLORS if x != question.answer]
-    return str(rng.choice(options))
+wrong_answer = synthetic.wrong_answer  # the corruption "answer" (moved to data/synthetic.py)
 
 
 def absent_shape(scene: synthetic.Scene, question_text: str,

@@ -143,3 +143,44 @@ def test_write_records(tmp_path, dataset):
         assert rec["answer"] == ex.question.answer
         img = np.asarray(Image.open(tmp_path / rec["images"][0]))
         np.testing.assert_array_equal(img, np.asarray(ex.image()))
+
+
+def test_trace_mix_share_and_the_first_word_decides(dataset):
+    # a distilled model's traces mix a careful count and a guess; the behaviour must be
+    # readable from the first response word, and the shares must follow the config
+    tok = build_demo_tokenizer(S.vocabulary())
+    mix = S.TraceMix(shortcut_rate=0.3, shortcut_correct=0.25, seed=7)
+    traces = [S.mixed_trace(ex, i, mix) for i, ex in enumerate(dataset.train)]
+    short = [(t, ex) for (t, s), ex in zip(traces, dataset.train) if s]
+    assert abs(len(short) / len(traces) - 0.3) < 0.05, len(short) / len(traces)
+    right = [f"\\boxed{{{ex.question.answer}}}" in t for t, ex in short]
+    assert abs(sum(right) / len(right) - 0.25) < 0.08, sum(right) / len(right)
+    opener = len(tok.encode("<think>\n"))
+    first = {s: {tuple(tok.encode(t)[opener:opener + 1]) for t, s2 in traces if s2 == s}
+             for s in (True, False)}
+    assert len(first[True]) == len(first[False]) == 1 and first[True] != first[False]
+    for (t, s), ex in zip(traces, dataset.train):
+        assert S.is_shortcut(t) == s
+        assert S.is_shortcut(t.removeprefix("<think>\n")) == s  # as generated after the opener
+        if s:
+            assert t == S.shortcut_trace(re.search(r"\\boxed\{(.+)\}", t)[1])
+            assert tok.token_to_id("<unk>") not in tok.encode(t)
+        else:
+            assert t == S.reasoning_trace(ex.scene, ex.question)
+    # deterministic per (seed, index), and a shortcut answer is always of the right type
+    assert traces == [S.mixed_trace(ex, i, mix) for i, ex in enumerate(dataset.train)]
+    assert [S.mixed_trace(ex, i, S.TraceMix()) for i, ex in enumerate(dataset.train[:20])] == [
+        (S.reasoning_trace(ex.scene, ex.question), False) for ex in dataset.train[:20]]
+
+
+def test_shortcut_guesses_wrong_with_an_answer_of_the_right_type():
+    rng = np.random.default_rng(0)
+    q = S.Question("count_kind", ("circles",), "How many circles are there?", "0", "number")
+    assert {S.wrong_answer(q, rng) for _ in range(50)} == {"1", "2"}
+    q = S.Question("kind_of_color", ("red",), "What shape is the red one?", "B", "choice")
+    assert {S.wrong_answer(q, rng) for _ in range(50)} == {"A", "C"}
+    q = S.Question("largest_color", (), "What color is the largest shape?", "red", "text")
+    assert {S.wrong_answer(q, rng) for _ in range(50)} == {"green", "blue", "yellow"}
+    assert not S.is_shortcut("<think>\nI see a guess.")
+    with pytest.raises(ValueError, match="TraceMix.shortcut_rate must be in"):
+        S.TraceMix(shortcut_rate=1.5)

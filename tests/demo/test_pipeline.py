@@ -20,7 +20,8 @@ def demo_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("demo"))
     cfg = load_config_file(default_config_path() + ":smoke")
     logs = []
-    results = run_demo(cfg, out, compare_objectives=True, log=logs.append)
+    results = run_demo(cfg, out, compare_objectives=True, compare_trainable=True,
+                       log=logs.append)
     return out, results, logs
 
 
@@ -103,6 +104,9 @@ def test_summary_holds_every_table(demo_run):
                 "Reward model: held-out pair ranking accuracy", "| DPO |", "| SFT |",
                 "| none (warm start) |", "Vision stage: probe accuracy on held-out scenes"):
         assert row in text, row
+    for table in ("| with SSB |", "| without SSB |", "| 10th percentile |",
+                  "| adapter |", "| llm+adapter |", "| shortcut share |"):
+        assert table in text, table
     prior = next(line for line in text.splitlines() if line.startswith("| answer prior"))
     assert prior.endswith("| - | - | - | - | - | - |"), prior
     assert 0.0 < float(prior.split("|")[2]) < 1.0
@@ -117,3 +121,29 @@ def test_unknown_corruption_is_rejected():
     ex = data.train[0]
     with pytest.raises(ValueError, match="rm.corruptions: unknown corruption 'typo'"):
         stages_mpo.corrupted_trace(ex.scene, ex.question, "typo", np.random.default_rng(0))
+
+
+def test_table4_arms_reuse_the_main_arm_and_write_their_own(demo_run):
+    # --compare-trainable: the main GRPO arm is the llm+adapter row; the other parts run the
+    # same recipe into trainable/<arm>/ (which weights move is train/masks' test: two smoke
+    # steps from an untrained policy give all-zero advantages)
+    out, results, _ = demo_run
+    assert list(results["trainable"]) == ["adapter", "llm+adapter"]
+    assert results["trainable"]["llm+adapter"] is results["grpo"]
+    arm = os.path.join(out, "trainable", "grpo_adapter")
+    assert os.path.exists(os.path.join(arm, "metrics.jsonl"))
+    assert os.path.isdir(os.path.join(arm, "final"))
+    assert results["trainable"]["adapter"]["eval_num_samples"] == 2
+
+
+def test_behaviour_metrics_split_accuracy_by_first_word():
+    from r1v2_jax.demo.pipeline import behaviour_metrics, tallied
+
+    tally = []
+    score = tallied(lambda ex, resp: {"accuracy": [1.0, 0.0, 0.0, 1.0]}, tally)
+    score([None] * 4, ["I see a red circle.", "guess.\n</think>", "guess.", "I see."])
+    assert behaviour_metrics(tally, "x") == {"x_shortcut_rate": 0.5, "x_shortcut_accuracy": 0.0,
+                                             "x_careful_accuracy": 1.0}
+    tally[:] = [(False, 1.0), (False, 0.0), (True, 0.0)]
+    m = behaviour_metrics(tally, "x")
+    assert m["x_shortcut_rate"] == pytest.approx(1 / 3) and m["x_careful_accuracy"] == 0.5
