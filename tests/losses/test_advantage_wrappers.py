@@ -36,10 +36,12 @@ def test_reinforce_pp_group_size_one_whitens_the_raw_rewards():
 
 
 def test_reinforce_pp_group_size_two_centres_then_whitens():
+    # groups [1, 3] and [4, 8] (means 2 and 6, so skipping the centring shows):
     # c = [-1, 1, -2, 2], mean 0, unbiased var (1+1+4+4)/3 = 10/3; scale/std_ddof are ignored
+    r = jnp.asarray([1.0, 3.0, 4.0, 8.0], jnp.float32)
     expected = np.array([-1.0, 1.0, -2.0, 2.0]) / np.sqrt(10 / 3 + 1e-8)
-    np.testing.assert_allclose(reinforce_pp_advantages(R, 2), expected, rtol=1e-6)
-    np.testing.assert_allclose(reinforce_pp_advantages(R, 2, scale="group", std_ddof=0), expected,
+    np.testing.assert_allclose(reinforce_pp_advantages(r, 2), expected, rtol=1e-6)
+    np.testing.assert_allclose(reinforce_pp_advantages(r, 2, scale="group", std_ddof=0), expected,
                                rtol=1e-6)
 
 

@@ -3,6 +3,7 @@ checks, calibration boundaries, the format reward's whitespace rules, the RM ter
 at z = 0, compute_rewards' weights and checks, RMAdvantageOptions from a config.
 Expected values by hand; no answer-checker workers (a stub checker returns fixed checks)."""
 
+import dataclasses
 import types
 
 import numpy as np
@@ -71,6 +72,18 @@ def test_format_reward_edges(response, opened, expected):
     assert format_reward(response, opened) == expected
 
 
+def test_format_reward_default_expects_the_tag_in_the_response():
+    assert format_reward("<think>r</think>a") == 1.0
+    assert format_reward("r</think>a") == 0.0
+
+
+def test_value_objects_are_frozen():
+    for obj, field in ((Calibration(1.0, 2.0, 3), "mean"), (HybridRewardConfig(), "w_rm"),
+                       (RMAdvantageOptions(), "scope")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, 0)
+
+
 def test_calibration_boundaries_and_dict():
     assert calibrate([1.0, 3.0]) == Calibration(2.0, 1.0, 2)  # 2 scores > max(1, ddof 0)
     assert calibrate(np.array([[1.0], [3.0], [5.0]]), ddof=2).std == pytest.approx(np.sqrt(8.0))
@@ -129,6 +142,11 @@ def test_compute_rewards_defaults_weights_and_checks():
                         scorer=ConstScorer([np.inf, 1.0]), calibration=Calibration(1.0, 2.0, 9))
     assert str(err.value) == ("compute_rewards: reward model returned shape (2,) (want (2,)), "
                               "non-finite at [0]")
+    many = StubChecker(*[(True, "match", "4")] * 10)  # the message lists the first 8 bad rows
+    with pytest.raises(ValueError) as err:
+        compute_rewards(["p"] * 10, ["r"] * 10, ["4"] * 10, ["math"] * 10, checker=many,
+                        scorer=ConstScorer([np.nan] * 10), calibration=Calibration(1.0, 2.0, 9))
+    assert str(err.value).endswith("non-finite at [0, 1, 2, 3, 4, 5, 6, 7]")
     with pytest.raises(ValueError) as err:
         compute_rewards(["p"], responses[:1], ["4"], ["math"], checker=StubChecker((True, "match", "4")))
     assert str(err.value) == "compute_rewards: HybridRewardConfig.w_rm != 0 needs a RewardModelScorer"
@@ -143,6 +161,17 @@ def test_rm_term_without_calibration_names_the_fix():
     with pytest.raises(ValueError) as err:
         rm_term(np.zeros(1), np.zeros(1), np.ones(1, bool), HybridRewardConfig(), None)
     assert str(err.value) == "rm_term: rm_standardize=True needs a Calibration (see `calibrate`)"
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(scope="some"), "config.reward.rm_scope must be one of ('all', 'mixed_groups'), got 'some'"),
+    (dict(scale="token"), "config.reward.rm_scale must be one of ('group', 'batch'), got 'token'"),
+    (dict(share_cap=1.0), "config.reward.rm_share_cap must be in [0, 1) (0 = off), got 1.0"),
+])
+def test_options_checks_exact_messages(kw, message):
+    with pytest.raises(ValueError) as err:
+        RMAdvantageOptions(**kw)
+    assert str(err.value) == message
 
 
 def test_options_from_config_and_defaults():
@@ -167,6 +196,11 @@ def test_hybrid_advantages_defaults_and_group_size_checks():
     with pytest.raises(ValueError) as err:
         hybrid_advantages(np.ones(2), np.zeros(2), 0, RMAdvantageOptions())
     assert str(err.value) == "2 rewards do not split into groups of 0"
+    # a tiny RM difference in an all-correct group: |A| sums to ~0.01 (< 1), all of it RM
+    adv, m = hybrid_advantages(np.ones(2), np.array([1e-6, 0.0]), 2, RMAdvantageOptions())
+    a = 5e-7 / (np.sqrt(5e-13) + 1e-4)
+    np.testing.assert_allclose(adv, [a, -a], rtol=1e-5)
+    assert m["rm_adv_share"] == 1.0
     # all answers equal and no RM term: every advantage and the share are 0
     adv, m = hybrid_advantages(np.ones(4), np.zeros(4), 2, RMAdvantageOptions(scope="mixed_groups"))
     np.testing.assert_array_equal(adv, np.zeros(4))
