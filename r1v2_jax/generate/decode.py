@@ -11,7 +11,9 @@ tests/generate/test_decode.py checks it against the scanned forward.
 Rows write at their own slot (`slots` [R]): continuous batching puts rows of different
 ages side by side. The layer is vmapped over rows (each row a batch of one, its cache
 write a scatter); under a mesh, `spmd_axes` keeps the vmapped rows split over the batch
-mesh axes inside the layer's sharding constraints.
+mesh axes inside the layer's sharding constraints. A scalar slot (the static engine: all
+rows write the same one) runs the layer on the whole batch instead (off a mesh, or when
+no mesh axis splits the rows).
 """
 
 from __future__ import annotations
@@ -46,10 +48,22 @@ def decode_step(config: VLMConfig, params, layers: list, caches: LayerCaches,
     slots up to its own. Returns (fp32 logits [R, V], new caches)."""
     model = VLM(config)
     rows = tokens.shape[0]
-    slots = jnp.broadcast_to(jnp.asarray(slots, jnp.int32), (rows,))
+    shared_slot = jnp.ndim(slots) == 0 and spmd_axes is None
+    slots = jnp.asarray(slots, jnp.int32)
+    row_slots = jnp.broadcast_to(slots, (rows,))
     x = model.apply({"params": params}, tokens[:, None], method=lambda m, ids: m.text.embed(ids))
-    mask = causal_mask(slots[:, None], kv_mask)  # [R, 1, S]
+    mask = causal_mask(row_slots[:, None], kv_mask)  # [R, 1, S]
     layer = DecoderLayer(config)
+    if shared_slot:
+        # One slot for every row (the static engine): the whole batch writes it with one
+        # in-place dynamic_update_slice, as the model's forward does. The per-row vmap's
+        # scatter made each step ~1.1-1.4x slower (docs/benchmarks.md).
+        new_caches = []
+        for layer_params, (k, v) in zip(layers, caches):
+            x, (k, v) = layer.apply({"params": layer_params}, x, positions[:, None], mask, None,
+                                    k, v, slots)
+            new_caches.append((k, v))
+        return _head(model, params, x), new_caches
 
     def one_row(layer_params, x, position, mask, k, v, slot):
         x, (k, v) = layer.apply({"params": layer_params}, x[None], position[None, None],
@@ -59,11 +73,16 @@ def decode_step(config: VLMConfig, params, layers: list, caches: LayerCaches,
     rowwise = jax.vmap(one_row, in_axes=(None, 0, 0, 0, 0, 0, 0), spmd_axis_name=spmd_axes)
     new_caches = []
     for layer_params, (k, v) in zip(layers, caches):
-        x, k, v = rowwise(layer_params, x, positions, mask, k, v, slots)
+        x, k, v = rowwise(layer_params, x, positions, mask, k, v, row_slots)
         new_caches.append((k, v))
+    return _head(model, params, x), new_caches
+
+
+def _head(model, params, x):
+    """Final norm and LM head of the hidden states [R, 1, E] -> fp32 logits [R, V]."""
     logits = model.apply({"params": params}, x[:, 0],
                          method=lambda m, h: m.text.logits(m.text.norm(h)))
-    return logits.astype(jnp.float32), new_caches
+    return logits.astype(jnp.float32)
 
 
 def decode_step_stacked(config: VLMConfig, params, cache: KVCache, tokens, positions, slots,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from r1v2_jax.generate.decode import decode_step, split_cache, split_layers
 from r1v2_jax.models import VLM, KVCache
 
 
-def test_decode_step_matches_the_scanned_forward(tiny):
+@pytest.mark.parametrize("per_row_slots", [False, True])  # whole batch / vmapped rows
+def test_decode_step_matches_the_scanned_forward(tiny, per_row_slots):
     config, params = tiny
     rng = np.random.default_rng(0)
     b, p, s = 2, 5, 8
@@ -28,7 +30,7 @@ def test_decode_step_matches_the_scanned_forward(tiny):
     ref = forward(params, token[:, None], next_pos[:, None], prefill.cache, p)
     logits, caches = jax.jit(decode_step, static_argnums=0)(
         config, params, split_layers(params), split_cache(prefill.cache), token, next_pos,
-        jnp.int32(p), kv_mask)
+        jnp.full((b,), p, jnp.int32) if per_row_slots else jnp.int32(p), kv_mask)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref.logits[:, 0]), atol=1e-5)
     assert logits.dtype == jnp.float32
     for layer, (k, v) in enumerate(caches):
