@@ -112,7 +112,7 @@ def format_results(r: dict) -> str:
 
 
 def run(args) -> int:
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    log = lambda msg, row=None: print(msg, file=sys.stderr, flush=True)
     if args.device == "gpu":
         from r1v2_jax.tools.bench_gpu import format_gpu, run_gpu_bench
 

@@ -135,7 +135,7 @@ def run_sweep(train: tuple[TrainShape, ...], gen: tuple[GenShape, ...], *, reps:
               warmup: int = 1, remat_policy: str | None = None, log=None,
               train_torch_threads: int | None = None, gen_torch_threads: int | None = 1) -> dict:
     """Every point in turn; returns {"train": [...], "gen": [...], "load_before": ...,
-    "load_after": ...}. log(msg) is called after each point (progress). Torch threads:
+    "load_after": ...}. log(msg, row) is called after each point with its figures. Torch threads:
     None = every core; generation defaults to 1 (transformers' eager decode of a small
     model stalls with 2 threads on a shared 2-core CPU; docs/benchmarks.md)."""
     import os
@@ -145,11 +145,11 @@ def run_sweep(train: tuple[TrainShape, ...], gen: tuple[GenShape, ...], *, reps:
         out["train"].append(train_point(shape, warmup=warmup, reps=reps,
                                         remat_policy=remat_policy,
                                         torch_threads=train_torch_threads))
-        log and log(f"{shape.name}: done (load {os.getloadavg()[0]:.1f})")
+        log and log(f"{shape.name}: done (load {os.getloadavg()[0]:.1f})", out["train"][-1])
     for shape in gen:
         out["gen"].append(gen_point(shape, warmup=warmup, reps=reps,
                                     torch_threads=gen_torch_threads))
-        log and log(f"{shape.name}: done (load {os.getloadavg()[0]:.1f})")
+        log and log(f"{shape.name}: done (load {os.getloadavg()[0]:.1f})", out["gen"][-1])
     out["load_after"] = os.getloadavg()
     return out
 
