@@ -1,9 +1,9 @@
 """The reward-model stage as a `Trainer`: Bradley-Terry on preference pairs with
 checkpoints, exact resume and held-out ranking accuracy (`rl/rm_trainer.py` has the step).
 
-Same data order and update as `train_reward_model` (pairs shuffled epoch after epoch with
-seed train.seed, `rm.batch_size` pairs per step in micro-batches of `rm.micro_batch_size`);
-the value head always trains, the rest per `train.trainable`.
+Pairs shuffled epoch after epoch with seed train.seed (train/feed.py), `rm.batch_size` pairs
+per step in micro-batches of `rm.micro_batch_size`; the value head always trains, the rest
+per `train.trainable`.
 """
 
 from __future__ import annotations

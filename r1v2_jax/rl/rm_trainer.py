@@ -13,25 +13,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from r1v2_jax.data.prompts import PromptConfig, completion_of, encode_prompt
-from r1v2_jax.data.records import DataState, next_batch
 from r1v2_jax.data.tokenizer import Tokenizer
 from r1v2_jax.losses import reward_model_loss
 from r1v2_jax.models import VLMConfig
 from r1v2_jax.models.reward_model import VALUE_HEAD, reward_scores
 from r1v2_jax.rl.batching import pack_sequences, pack_tiles, to_micro
 from r1v2_jax.rl.pair_forward import pair_rows
-from r1v2_jax.rl.pairs import PreferencePair, pair_seq_len
-from r1v2_jax.train.masks import merge_params, split_params, trainable_parts
-from r1v2_jax.train.optimizer import make_optimizer
-from r1v2_jax.train.steps import accumulate, apply_update, cast_tree, merged
+from r1v2_jax.rl.pairs import PreferencePair
+from r1v2_jax.train.masks import trainable_parts
+from r1v2_jax.train.steps import accumulate, apply_update, merged
 
 
 @jax.tree_util.register_dataclass
@@ -104,46 +101,6 @@ def make_rm_update(config: VLMConfig, optimizer, *, center_rewards_coefficient=N
 def rm_trainable_parts(name: str) -> tuple[str, ...]:
     """The policy's trainable-part names + the value head."""
     return trainable_parts(name) + (VALUE_HEAD,)
-
-
-def train_reward_model(rm_cfg, optim_cfg, config: VLMConfig, rm_params,
-                       pairs: Sequence[PreferencePair], *, pad_id: int, log_every: int = 0,
-                       on_log: Callable[[dict[str, Any]], None] | None = None):
-    """Bradley-Terry training for rm_cfg.steps steps of rm_cfg.batch_size pairs (shuffled,
-    epoch after epoch, seed rm_cfg.seed). optim_cfg: an `optim` ConfigDict (lr, schedule...).
-    Returns (rm_params, last step's metrics)."""
-    if len(pairs) < int(rm_cfg.batch_size):
-        raise ValueError(f"rm: {len(pairs)} training pairs, fewer than "
-                         f"rm.batch_size={rm_cfg.batch_size}")
-    trainable, frozen = split_params(rm_params, rm_trainable_parts(rm_cfg.trainable))
-    compute_dtype = None
-    if optim_cfg.get("master_fp32", False):  # fp32 master weights, forward in the param dtype
-        compute_dtype = config.jnp_param_dtype
-        trainable = cast_tree(trainable, jnp.float32)
-    trainable = jax.tree.map(jnp.copy, trainable)  # the update donates it: keep the caller's
-    optimizer = make_optimizer(optim_cfg)
-    opt_state = optimizer.init(trainable)
-    center = float(rm_cfg.center_rewards_coefficient) or None
-    update = make_rm_update(config, optimizer, center_rewards_coefficient=center,
-                            compute_dtype=compute_dtype)
-    micro = int(rm_cfg.micro_batch_size)
-    seq_len = pair_seq_len(pairs)
-    max_tiles = max(len(p.example.pixel_values) for p in pairs)
-    size = config.vision.image_size
-    state, metrics, t0 = DataState(), {}, time.time()
-    for step in range(1, int(rm_cfg.steps) + 1):
-        batch_pairs, state = next_batch(pairs, int(rm_cfg.batch_size), state, int(rm_cfg.seed))
-        batch = rm_batch(batch_pairs, seq_len=seq_len, micro=micro,
-                         tiles_per_micro=micro * max_tiles, pad_id=pad_id,
-                         image_shape=(size, size, config.vision.num_channels))
-        trainable, opt_state, m = update(frozen, trainable, opt_state, batch)
-        metrics = {k: float(v) for k, v in m.items()}
-        due = step == int(rm_cfg.steps) or (log_every and step % log_every == 0)
-        if on_log is not None and due:
-            on_log({"step": step, **metrics, "seconds": time.time() - t0})
-    if compute_dtype is not None:
-        trainable = cast_tree(trainable, compute_dtype)
-    return merge_params(trainable, frozen), metrics
 
 
 # ----------------------------------------------------------------------------- serving

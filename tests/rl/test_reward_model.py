@@ -23,7 +23,9 @@ from r1v2_jax.models.reward_model import (init_reward_model_params, last_token_i
 from r1v2_jax.rl.examples import PromptExample
 from r1v2_jax.rl.pairs import PreferencePair
 from r1v2_jax.rl.rewards import RewardModelScorer
-from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer, ranking_accuracy, train_reward_model
+from r1v2_jax.rl.rm_stage import RMTrainer
+from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer, ranking_accuracy
+from r1v2_jax.train.metrics import read_metrics
 
 sys.path.insert(0, "configs")
 import tiny  # noqa: E402
@@ -97,18 +99,24 @@ def _toy_pairs(config, n, seed):
 def _optim(lr, steps):
     return ml_collections.ConfigDict(dict(lr=lr, warmup_steps=0, schedule="constant",
                                           total_steps=steps, final_lr_ratio=0.1, clip_norm=1.0,
-                                          b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0))
+                                          b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                                          master_fp32=False))
 
 
-def test_bradley_terry_ranks_heldout_pairs(config, rm_params):
-    rm_cfg = ml_collections.ConfigDict(dict(trainable="llm+adapter", steps=40, batch_size=16,
-                                            micro_batch_size=8, seed=0,
-                                            center_rewards_coefficient=0.0))
+def test_bradley_terry_ranks_heldout_pairs(config, rm_params, tmp_path):
+    cfg = ml_collections.ConfigDict(dict(
+        rm=dict(batch_size=16, micro_batch_size=8, center_rewards_coefficient=0.0),
+        optim=_optim(3e-3, 40),
+        train=dict(steps=40, seed=0, trainable="llm+adapter", checkpoint_every=20,
+                   keep_checkpoints=1, async_checkpoint=False, eval_every=0,
+                   eval_at_start=False)))
     train, heldout = _toy_pairs(config, 256, seed=0), _toy_pairs(config, 64, seed=1)
-    logs = []
-    trained, last = train_reward_model(rm_cfg, _optim(3e-3, 40), config, rm_params, train,
-                                       pad_id=TOK.pad_id, log_every=20, on_log=logs.append)
-    assert [r["step"] for r in logs] == [20, 40]
+    trainer = RMTrainer(cfg, config, rm_params, train=train, heldout=[], pad_id=TOK.pad_id,
+                        workdir=str(tmp_path), log=lambda m: None)
+    last = trainer.run()
+    logs = read_metrics(str(tmp_path))
+    assert [r["step"] for r in logs] == list(range(1, 41)) and last["step"] == 40
+    trained = trainer.params()
     # the vision tower was frozen ("llm+adapter"): bit-identical; the head trained
     jax.tree.map(np.testing.assert_array_equal, trained["vision"], rm_params["vision"])
     assert not np.allclose(trained["value_head"]["kernel"], rm_params["value_head"]["kernel"])
