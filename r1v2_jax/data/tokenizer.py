@@ -13,6 +13,7 @@ prompt builder writes every special token explicitly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import string
 from typing import Protocol, Sequence
@@ -136,6 +137,16 @@ class Tokenizer:
     @property
     def img_context_id(self) -> int:
         return self.special.img_context
+
+    @functools.cached_property
+    def image_context_is_atomic(self) -> bool:
+        """Whether each `<IMG_CONTEXT>` copy in a text encodes to exactly one token (an
+        added token, as in InternVL's tokenizers and the demo's): then prompt lengths can be
+        counted without encoding every image placeholder."""
+        n = self.names
+        ids = self.encode(f"a{n.img_start}{n.img_context * 3}{n.img_end}")
+        return ids[-5:] == [self.special.img_start, *[self.special.img_context] * 3,
+                            self.special.img_end]
 
     def save(self, path: str | os.PathLike) -> None:
         """A `tokenizers` tokenizer writes one JSON file; a transformers one a folder."""

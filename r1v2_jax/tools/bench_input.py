@@ -15,11 +15,12 @@
    * the same pipeline with the tiny model's tiling (28 px, one tile): its rate;
    * one CPU training step of the tiny model (configs/tiny.py; batch 8, 64 tokens, one
      uint8 tile each normalised inside the jitted step; AdamW): median time;
-   * training (`--train-steps`): the `sft` trainer on the tiny model (dynamic tiling at
-     28 px: an 800x600 image is 12 tiles + thumbnail, as at R1V2's 448 px) streaming the
-     same images as SFT records (`recipes.inputs.stream_feed`, the path of `r1v2
-     train`), against the same trainer on 64 of those examples held in memory: RSS while
-     training and the median step time of each (equal times: the input keeps up).
+   * training (`--train-steps`): the `sft` trainer (or `--train-stage grpo`: 8 prompts x
+     4 samples of 16 tokens) on the tiny model (dynamic tiling at 28 px: an 800x600 image
+     is 12 tiles + thumbnail, as at R1V2's 448 px) streaming the same images
+     (`recipes.inputs.stream_feed`, the path of `r1v2 train`), against the same trainer
+     on 64 of those examples held in memory: RSS while training and the median step
+     time of each (equal times: the input keeps up).
 """
 
 from __future__ import annotations
@@ -208,47 +209,73 @@ def phase_train_step(args) -> dict:
             "records_per_s_needed": round(TILE_BATCH / ms * 1e3, 1)}
 
 
-def phase_train(args) -> dict:
-    import tempfile
-
+def _train_setup(args):
+    """(model config, tokenizer, recipe config, params) of the training phases."""
     import jax
 
     from r1v2_jax.data import synthetic
     from r1v2_jax.data.tokenizer import build_demo_tokenizer
     from r1v2_jax.models import VLMConfig, init_params
-    from r1v2_jax.recipes import inputs
     from r1v2_jax.train.config_loader import load_config_file
-    from r1v2_jax.train.feed import ListFeed
-    from r1v2_jax.train.sft import SFTTrainer
 
-    rss = RSS()
     tok = build_demo_tokenizer(synthetic.vocabulary())
     spec = load_config_file("configs/tiny.py").model
     spec.text.vocab_size = 160  # the demo tokenizer's ids
     model = VLMConfig.from_dict(spec).replace(max_dynamic_patch=12, use_thumbnail=True,
                                               dynamic_image_size=True,
                                               image_token_id=tok.img_context_id)
-    cfg = load_config_file("configs/sft_38b.py:smoke")
+    cfg = load_config_file(f"configs/{args.train_stage}_38b.py:smoke")
     cfg.data.update(num_threads=args.threads, prefetch=16, max_prompt_tokens=512)
-    cfg.sft.update(batch_size=TILE_BATCH, micro_batch_size=TILE_BATCH)
     cfg.train.update(steps=args.train_steps, checkpoint_every=10**6, eval_every=0,
                      eval_at_start=False)
+    if args.train_stage == "sft":
+        cfg.sft.update(batch_size=TILE_BATCH, micro_batch_size=TILE_BATCH)
+    else:  # TILE_BATCH prompts x 4 samples of 16 new tokens, rule rewards only
+        cfg.rollout.update(prompts_per_step=TILE_BATCH, num_generations=4, max_new_tokens=16)
+        cfg.grpo.update(micro_batch_size=TILE_BATCH * 4)
+        cfg.reward.update(w_rm=0.0)
+    return model, tok, cfg, init_params(model, jax.random.key(0))
+
+
+def _trainer(args, cfg, model, params, tok, prompt, train, work):
+    if args.train_stage == "sft":
+        from r1v2_jax.train.sft import SFTTrainer
+        return SFTTrainer(cfg, model, params, train=train, pad_id=tok.pad_id, workdir=work,
+                          log=lambda m: None)
+    from r1v2_jax.rl.grpo_trainer import GRPOTrainer
+    from r1v2_jax.rl.scoring import make_scorer
+    return GRPOTrainer(cfg, model, params, tokenizer=tok, prompt=prompt, train=train,
+                       heldout=[], score=make_scorer(cfg.reward), workdir=work,
+                       log=lambda m: None)
+
+
+def phase_train(args) -> dict:
+    import tempfile
+
+    import jax
+
+    from r1v2_jax.recipes import inputs
+    from r1v2_jax.train.feed import ListFeed
+
+    rss = RSS()
+    model, tok, cfg, params = _train_setup(args)
     prompt = inputs.prompt_config(model, tok, cfg)
-    params = init_params(model, jax.random.key(0))
     base = rss.now()
     t0 = time.perf_counter()
-    feed = inputs.stream_feed(cfg, model, tok, prompt, args.data, "sft", log=lambda m: None)
+    kind = "sft" if args.train_stage == "sft" else "prompt"
+    feed = inputs.stream_feed(cfg, model, tok, prompt, args.data, kind, log=lambda m: None)
     validate_s = time.perf_counter() - t0
     after_validate = rss.now()
     memory = ListFeed(feed.first(64), 0, limits=feed.limits)  # the same shapes
-    out = {"phase": "train", "records": len(feed), "validate_s": round(validate_s, 1),
-           "tiles_per_record": feed.limits.tiles, "threads": args.threads,
-           "rss_start_mib": round(base), "rss_after_validate_mib": round(after_validate)}
+    per_step = TILE_BATCH
+    out = {"phase": "train", "stage": args.train_stage, "records": len(feed),
+           "validate_s": round(validate_s, 1), "tiles_per_record": feed.limits.tiles,
+           "threads": args.threads, "rss_start_mib": round(base),
+           "rss_after_validate_mib": round(after_validate)}
     for name, train in (("in_memory", memory), ("streamed", feed)):
         times, samples = [], []
         with tempfile.TemporaryDirectory() as work:
-            trainer = SFTTrainer(cfg, model, params, train=train, pad_id=tok.pad_id,
-                                 workdir=work, log=lambda m: None)
+            trainer = _trainer(args, cfg, model, params, tok, prompt, train, work)
             rss.reset_peak()
             for step in range(args.train_steps):
                 t = time.perf_counter()
@@ -259,7 +286,7 @@ def phase_train(args) -> dict:
                     samples.append(round(rss.now()))
         steady = times[len(times) // 4:]  # after compilation and the prefetch warm-up
         out[name] = {"step_ms": round(float(np.median(steady)) * 1e3, 1),
-                     "records_per_s": round(TILE_BATCH / float(np.median(steady)), 1),
+                     "records_per_s": round(per_step / float(np.median(steady)), 1),
                      "rss_peak_mib": round(rss.peak), "rss_every_20_steps_mib": samples}
     out["streamed_over_in_memory_step"] = round(out["streamed"]["step_ms"]
                                                 / out["in_memory"]["step_ms"], 2)
@@ -279,6 +306,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-steps", type=int, default=0,
                    help="also measure the sft trainer streaming the set (0 = skip)")
     p.add_argument("--threads", type=int, default=2, help="pipeline worker threads (train)")
+    p.add_argument("--train-stage", choices=["sft", "grpo"], default="sft",
+                   help="the trainer of the training phase")
     p.add_argument("--only-train", action="store_true", help="measure training only")
     p.add_argument("--phase", choices=sorted(PHASES), default=None, help=argparse.SUPPRESS)
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
@@ -297,15 +326,18 @@ def main(argv=None) -> int:
     common = [sys.executable, "-m", "r1v2_jax.tools.bench_input", "--records",
               str(args.records), "--pipeline-records", str(args.pipeline_records),
               "--eager-records", str(args.eager_records), "--train-steps",
-              str(args.train_steps), "--threads", str(args.threads)]
+              str(args.train_steps), "--threads", str(args.threads), "--train-stage",
+              args.train_stage]
     phases = [] if args.only_train else [["--phase", "pipeline"],
                                          ["--phase", "pipeline", "--tiny"],
                                          ["--phase", "eager"], ["--phase", "train_step"]]
-    if args.train_steps:
+    if args.train_steps and args.train_stage == "sft":
         sft_data = os.path.join(args.dir, f"sft_{args.records}.parquet")
         if not os.path.exists(sft_data):
             write_set(sft_data, args.records, sft=True)
         phases.append(["--phase", "train", "--data", sft_data])
+    elif args.train_steps:
+        phases.append(["--phase", "train"])
     for extra in phases:
         extra = extra if "--data" in extra else extra + ["--data", data]
         out = subprocess.run(common + extra, check=True, capture_output=True, text=True)

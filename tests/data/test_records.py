@@ -212,3 +212,28 @@ def test_a_file_without_valid_records_is_an_error(folder):
     path = write(folder / "bad.jsonl", [rec(answer=""), "{"])
     with pytest.raises(R.RecordError, match=r"all 2 record\(s\) are invalid"):
         R.load_prompt_records(path, R.RecordRules(TILING, PROMPT, on_invalid="skip"))
+
+
+@pytest.mark.parametrize("which", ["demo", "qwen2"])
+def test_prompt_token_count_equals_the_encoded_prompt(which, tmp_path):
+    """The prevalidation counts image placeholders without encoding them (records.py
+    `_count_prompt_tokens`); the count must be len(encode_prompt(...)) exactly."""
+    from r1v2_jax.data import synthetic
+    from r1v2_jax.data.prompts import encode_prompt
+    from r1v2_jax.data.records import _count_prompt_tokens
+    from r1v2_jax.data.tokenizer import build_demo_tokenizer, load_tokenizer
+    from tests.hf_fixtures import make_qwen2_tokenizer
+
+    tok = (build_demo_tokenizer(synthetic.vocabulary()) if which == "demo"
+           else load_tokenizer(make_qwen2_tokenizer(tmp_path / "tok")))
+    assert tok.image_context_is_atomic
+    cases = [("<image>\nHow many red shapes?", [13]), ("Compare <image> and<image>!", [1, 4]),
+             ("no image at all, 2 + 2 = ?", []), ("<image>", [2])]
+    for system in (None, "Be brief."):
+        for num_image_token in (1, 3, 256):
+            prompt = PromptConfig(num_image_token=num_image_token, system=system,
+                                  chat_template=tok.chat_template)
+            for question, tiles in cases:
+                want = len(encode_prompt(tok, question, tiles, prompt))
+                assert _count_prompt_tokens(question, tiles, prompt, tok) == want, (
+                    question, tiles, num_image_token, system)
