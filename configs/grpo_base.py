@@ -17,6 +17,9 @@ def grpo_recipe():
         # records, decoded records buffered ahead (bounds host memory), examples kept for
         # SSB replay / the MPO pool (others are decoded again from their row)
         num_threads=4, prefetch=16, replay_cache=64,
+        # decode every training image fully before step 1 (slow for large sets) instead of
+        # dropping and counting (data/decode_failures) a corrupt image body when it is read
+        check_image_bodies=False,
         tfds_data_dir=""))  # data.* = tfds:NAME/SPLIT reads from here ("" = TFDS default)
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=64, num_generations=8, max_new_tokens=4096, temperature=1.0, top_p=1.0,

@@ -195,11 +195,16 @@ def stream_feed(cfg, model, tokenizer, prompt, path: str, kind: str, log=print):
     order of the in-memory path). Every host streams the whole global order, as every
     host held the whole list before: the trainers build each step's global batch on each
     host. The shapes come from the prevalidation (longest prompt / completion, most tiles)."""
+    import dataclasses
+
     from r1v2_jax.data.pipeline import InputPipeline, PipelineConfig, prevalidate
     from r1v2_jax.train.feed import StreamFeed
 
     d = cfg.data
-    rules = _rules_for(cfg, model, prompt, kind)
+    # a full decode of every image before step 1 costs as much as an epoch of decoding;
+    # without it a corrupt image body is dropped and counted during training instead
+    rules = dataclasses.replace(_rules_for(cfg, model, prompt, kind),
+                                decode_images=bool(d.get("check_image_bodies", False)))
     source = open_records(cfg, path)
     validated = prevalidate(source, kind, rules, tokenizer)
     _log_skips(path, validated, log)

@@ -81,6 +81,8 @@ def test_every_stage_trains_two_steps_on_the_recipes_mesh(rehearsal):
     assert {"eval_pair_accuracy", "accuracy", "margin"} <= set(r["rm"]["keys"])
     assert {"pref_accuracy", "pool_size"} <= set(r["mpo"]["keys"])
     assert {"reward_mean", "effective_ratio_batch", "eval_accuracy"} <= set(r["grpo"]["keys"])
+    for stage in ("sft", "rm", "mpo", "grpo"):  # every stage streamed its training records
+        assert "data/decode_failures" in r[stage]["keys"], stage
 
 
 def test_every_stage_resumes_exactly_after_a_kill(rehearsal):
