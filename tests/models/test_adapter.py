@@ -72,3 +72,23 @@ def test_adapter_matches_numpy():
     # the eps is not negligible at this feature scale
     x0 = shuffle_reference(feats.reshape(2, 4, 4, 3), 2, "v2").reshape(2, 4, 12)
     assert np.sqrt(x0.var(-1) + 1e-2).min() > 1.3 * np.sqrt(x0.var(-1) + 1e-5).max()
+
+
+def test_adapter_params_shard_by_the_default_rules():
+    """The logical axis names meet the sharding rules: the 4C-wide adapter input is split over
+    `tensor`, the LM width over `fsdp`, fc2's output stays replicated (embed_out)."""
+    import flax.linen as nn
+    from jax.sharding import PartitionSpec as P
+
+    from r1v2_jax.sharding.rules import DEFAULT_RULES
+
+    cfg = VLMConfig(vision=VisionConfig(hidden_size=3), text=TextConfig(hidden_size=5))
+    boxed = Adapter(cfg).init(jax.random.key(0), jnp.zeros((1, 16, 3)))["params"]
+    logical = nn.get_partition_spec(boxed)
+    names = {a for spec in jax.tree.leaves(logical, is_leaf=lambda x: isinstance(x, P)) for a in spec}
+    assert names <= {name for name, _ in DEFAULT_RULES}  # no name the rules silently replicate
+    specs = jax.tree.map(lambda s: nn.logical_to_mesh_axes(s, DEFAULT_RULES), logical,
+                         is_leaf=lambda x: isinstance(x, P))
+    assert specs == {"norm": {"scale": P("tensor"), "bias": P("tensor")},
+                     "fc1": {"kernel": P("tensor", "fsdp"), "bias": P("fsdp")},
+                     "fc2": {"kernel": P("fsdp", None), "bias": P(None)}}

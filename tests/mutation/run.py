@@ -210,6 +210,8 @@ def main(argv: list[str]) -> int:
         print(results(dest, names, {}))
         return 0
     copy_tree(dest, fresh=not again)
+    for stale in dest.glob("r1v2_jax/**/*.py.bak"):  # left by an interrupted mutmut run: with
+        stale.unlink()  # it, mutmut 2's next run failed to record a status, then hung
     log = lambda s: print(s, flush=True)  # noqa: E731
     seconds = {}
     for name in names:
