@@ -50,7 +50,8 @@ def tunix_qwen2(config: VLMConfig, params):
         layer.post_attention_layernorm.w.value = at("post_attention_norm", "scale")
         for name in ("q", "k", "v"):
             getattr(layer.attn, f"{name}_proj").w.value = at("attn", f"{name}_proj", "kernel")
-            getattr(layer.attn, f"{name}_bias").value = at("attn", f"{name}_proj", "bias").reshape(-1)
+            bias = at("attn", f"{name}_proj", "bias")
+            getattr(layer.attn, f"{name}_bias").value = bias.reshape(-1)  # [H, D] -> [H*D]
         layer.attn.o_proj.w.value = at("attn", "o_proj", "kernel")
         for name in ("gate", "up", "down"):
             getattr(layer.mlp, f"{name}_proj").kernel.value = at("mlp", f"{name}_proj", "kernel")

@@ -8,7 +8,8 @@ pytest.importorskip("transformers")
 
 from r1v2_jax.generate.bench import BenchModel  # noqa: E402
 from r1v2_jax.tools import bench_sweep  # noqa: E402
-from r1v2_jax.tools.bench_shapes import GEN_SHAPES, TRAIN_SHAPES, GenShape, TrainShape, select  # noqa: E402
+from r1v2_jax.tools.bench_shapes import (GEN_SHAPES, TRAIN_SHAPES, GenShape,  # noqa: E402
+                                          TrainShape, select)
 from r1v2_jax.tools.bench_train import TrainBenchModel  # noqa: E402
 
 MICRO = TrainBenchModel(vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
