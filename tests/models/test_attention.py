@@ -125,3 +125,46 @@ def test_attention_module_writes_the_cache_and_attends_over_it(impl):
     expected = np.einsum("bthd,hde->bte", att, p["o_proj"]["kernel"])
     assert "bias" not in p["o_proj"]
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_causal_blocks_skip_only_masked_keys():
+    # T = 11 > 2 blocks of 3 (the last block is short); left padding, two packed segments.
+    rng = np.random.default_rng(3)
+    t = 11
+    q = rng.standard_normal((2, t, HQ, D))
+    k, v = rng.standard_normal((2, t, HKV, D)), rng.standard_normal((2, t, HKV, D))
+    valid = np.ones((2, t), bool)
+    valid[0, :2] = False  # row 0 left-padded: its first two queries see no key
+    seg = np.array([[1] * 6 + [2] * 5, [1] * 4 + [2] * 7])
+    mask = mask_reference(np.tile(np.arange(t), (2, 1)), valid, seg, seg)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    got = np.asarray(attention(f32(q), f32(k), f32(v), jnp.asarray(mask), causal_block=3))
+    rows = mask.any(-1)
+    assert rows.sum() == 2 * t - 2
+    np.testing.assert_allclose(got[rows], attention_reference(q, k, v, mask, D ** -0.5)[rows],
+                               atol=1e-5)
+    assert np.isfinite(got).all()
+    # At most 2 blocks of queries, the plain path runs: a padding query averages every key.
+    short = attention(f32(q[:, :6]), f32(k[:, :6]), f32(v[:, :6]), jnp.asarray(mask[:, :6, :6]),
+                      causal_block=3)
+    np.testing.assert_allclose(np.asarray(short)[0, 0], v[0, :6].mean(0).repeat(2, 0), atol=1e-5)
+
+
+def test_attention_params_shard_by_the_default_rules():
+    """Logical axis names of q/k/v/o meet the sharding rules: heads over `tensor`, the model
+    width over `fsdp`, the head dim replicated; no name the rules do not know."""
+    import flax.linen as nn
+    from jax.sharding import PartitionSpec as P
+
+    from r1v2_jax.sharding.rules import DEFAULT_RULES
+
+    h, pos = jnp.zeros((1, 2, E)), jnp.zeros((1, 2), jnp.int32)
+    boxed = Attention(_config()).init(jax.random.key(0), h, pos, None, None, None, None, 0)
+    logical = nn.get_partition_spec(boxed["params"])
+    names = {a for spec in jax.tree.leaves(logical, is_leaf=lambda x: isinstance(x, P)) for a in spec}
+    assert names <= {name for name, _ in DEFAULT_RULES}
+    specs = jax.tree.map(lambda s: nn.logical_to_mesh_axes(s, DEFAULT_RULES), logical,
+                         is_leaf=lambda x: isinstance(x, P))
+    qkv = {"kernel": P("fsdp", "tensor", None), "bias": P("tensor", None)}
+    assert specs == {"q_proj": qkv, "k_proj": qkv, "v_proj": qkv,
+                     "o_proj": {"kernel": P("tensor", None, "fsdp")}}
