@@ -52,6 +52,21 @@ def xla_attention(q, k, v, mask, scale):
     return out.reshape(b, hkv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
 
 
+def causal_blocked_attention(q, k, v, mask, scale, block: int):
+    """`xla_attention` for causal self-attention (no KV cache, key slot s = query index s),
+    one block of queries at a time against the keys up to the block's end: the keys after
+    it are masked for every query of the block, so skipping them changes nothing for a
+    query that sees at least one key. A query that sees none (a padding query) gets an
+    average of the values either way, over fewer of them here (its output is unused)."""
+    t = q.shape[1]
+    if k.shape[1] != t:
+        raise ValueError(f"causal blocks need self-attention, got {t} queries, {k.shape[1]} keys")
+    return jnp.concatenate(
+        [xla_attention(q[:, i:i + block], k[:, :i + block], v[:, :i + block],
+                       None if mask is None else mask[:, i:i + block, :i + block], scale)
+         for i in range(0, t, block)], axis=1)
+
+
 def cudnn_attention(q, k, v, mask, scale):
     # cuDNN flash attention wants [B, T, N, D] and supports GQA directly.
     return jax.nn.dot_product_attention(
@@ -82,9 +97,14 @@ def splash_attention(q, k, v, mask, scale, segment_ids=None):
     return jnp.swapaxes(out, 1, 2)
 
 
-def attention(q, k, v, mask, *, impl: str = "xla", scale: float | None = None, segment_ids=None):
+def attention(q, k, v, mask, *, impl: str = "xla", scale: float | None = None, segment_ids=None,
+              causal_block: int = 0):
+    """causal_block > 0: the call is causal self-attention (keys = the queries' own tokens,
+    no cache); the xla path then runs `causal_blocked_attention` when T > 2 blocks."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if impl == "xla":
+        if causal_block and q.shape[1] > 2 * causal_block:
+            return causal_blocked_attention(q, k, v, mask, scale, causal_block)
         return xla_attention(q, k, v, mask, scale)
     if impl == "cudnn":
         return cudnn_attention(q, k, v, mask, scale)

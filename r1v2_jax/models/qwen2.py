@@ -67,15 +67,17 @@ class Attention(nn.Module):
         v = Dense((hkv, d), ("embed",), ("kv_heads", "kv"), True, dtype, pdtype, name="v_proj")(h)
         q = apply_rope(q, positions, tc.rope_theta)
         k = apply_rope(k, positions, tc.rope_theta)
-        impl = cfg.attention_impl
+        impl, causal_block = cfg.attention_impl, cfg.causal_block
         if cache_k is not None:
+            causal_block = 0  # queries at cache slots: not the keys' own positions
             start = (0, cache_index, 0, 0)
             cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
             cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
             k, v = cache_k.astype(dtype), cache_v.astype(dtype)
             if impl == "splash":
                 impl = "xla"  # splash serves full causal sequences only
-        out = attention(q, k, v, mask, impl=impl, segment_ids=segment_ids)
+        out = attention(q, k, v, mask, impl=impl, segment_ids=segment_ids,
+                        causal_block=causal_block)
         out = Dense((tc.hidden_size,), ("heads", "kv"), ("embed",), False, dtype, pdtype,
                     name="o_proj")(out)
         return out, cache_k, cache_v
