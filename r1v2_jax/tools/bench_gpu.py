@@ -40,6 +40,8 @@ class GpuPlan:
     warmup: int = 2
     iters: int = 5
     attention_impl: str = "cudnn"
+    parts: tuple[str, ...] = ("mfu", "decode", "jax_generate_tps", "torch_train_step_s",
+                              "torch_generate_tps")
 
 
 def torch_lm(config: VLMConfig, device: str):
@@ -154,6 +156,8 @@ def run_gpu_bench(out_path: str, plan: GpuPlan = GpuPlan(), *, chip=None,
                  "dtype": plan.config.dtype, "errors": {}}
 
     def part(name, fn):
+        if name not in plan.parts:
+            return
         start = time.perf_counter()
         try:
             out[name] = fn()

@@ -46,11 +46,13 @@ def test_fake_run_writes_every_figure(tmp_path):
 def test_a_failing_part_is_recorded_and_the_rest_runs(tmp_path):
     plan = GpuPlan(config=TINY, train_batch=2, seq_len=16, decode_batch=3, cache_len=8,
                    gen_prompt_len=4, gen_new_tokens=3, warmup=0, iters=1,
-                   attention_impl="nope")  # the train step's attention fails
+                   attention_impl="nope",  # the train step's attention fails
+                   parts=("mfu", "decode"))
     r = run_gpu_bench(str(tmp_path / "gpu.json"), plan, chip=CHIP, torch_device="cpu",
                       log=lambda m: None)
     assert "attention_impl must be" in r["errors"]["mfu"] and "decode" in r
-    assert "vs_torch_train" not in r and "FAILED" in format_gpu(r)
+    assert "vs_torch_train" not in r and "torch_train_step_s" not in r  # not in parts
+    assert "FAILED" in format_gpu(r)
 
 
 def test_gpu_bench_refuses_a_cpu_without_a_chip(tmp_path):
