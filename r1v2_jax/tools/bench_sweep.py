@@ -181,7 +181,7 @@ def format_sweep(s: dict, matmul_limit: float | None = None) -> str:
         lines += ["", f"vs {title}  (train target >= {TARGETS[('train', peer)]}x, "
                   f"generation >= {TARGETS[('gen', peer)]}x)",
                   f"{'point':<11} {'shape':<36} {'ours':>10} {'peer':>10} {'ratio':>12}"
-                  + ("  matmul" if peer == "torch" else "")]
+                  + ("  of matmul limit" if peer == "torch" and matmul_limit else "")]
         for r in s["train"]:
             if peer == "tunix" and "tunix_step_s" not in r:
                 continue
