@@ -15,7 +15,7 @@ from r1v2_jax.models import TextConfig, VLMConfig
 from r1v2_jax.models.attention import attention, causal_mask
 from r1v2_jax.models.qwen2 import Attention
 
-HQ, HKV, D, E, THETA = 4, 2, 4, 6, 5e5
+HQ, HKV, D, E, THETA = 4, 2, 6, 5, 5e5  # D != Hq: a scale from the wrong axis shows
 
 
 def mask_reference(q_slots, kv_valid, q_seg=None, kv_seg=None):
