@@ -168,3 +168,13 @@ def test_attention_params_shard_by_the_default_rules():
     qkv = {"kernel": P("fsdp", "tensor", None), "bias": P("tensor", None)}
     assert specs == {"q_proj": qkv, "k_proj": qkv, "v_proj": qkv,
                      "o_proj": {"kernel": P("tensor", None, "fsdp")}}
+
+
+def test_dispatch_reaches_each_backend():
+    """On CPU the cuDNN and splash backends fail in their own code, not in the dispatch."""
+    q, k = jnp.zeros((1, 2, HQ, D)), jnp.zeros((1, 3, HKV, D))
+    if jax.default_backend() == "cpu":
+        with pytest.raises(RuntimeError, match="cuDNN"):
+            attention(q, k, k, None, impl="cudnn")
+    with pytest.raises(ValueError, match="splash attention serves causal self-attention"):
+        attention(q, k, k, None, impl="splash")
