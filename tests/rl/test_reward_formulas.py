@@ -78,8 +78,11 @@ def test_format_reward_default_expects_the_tag_in_the_response():
 
 
 def test_value_objects_are_frozen():
+    batch = compute_rewards(["p"], ["<think>r</think>4"], ["4"], ["math"],
+                            checker=StubChecker((True, "match", "4")),
+                            config=HybridRewardConfig(w_rm=0.0))
     for obj, field in ((Calibration(1.0, 2.0, 3), "mean"), (HybridRewardConfig(), "w_rm"),
-                       (RMAdvantageOptions(), "scope")):
+                       (RMAdvantageOptions(), "scope"), (batch, "total")):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, field, 0)
 
