@@ -35,7 +35,7 @@ QUESTION_TEMPLATES = {
     "kind_of_color": "What shape is the {0} one? "
                      + " ".join(f"{l}. {k}" for l, k in zip(CHOICE_LETTERS, KINDS)),
 }
-TRACE_WORDS = "I see a and shapes is the largest shape plus none boxed guess"
+TRACE_WORDS = "I see a and shapes is the largest shape plus none boxed"
 SHORTCUT_OPENER = "guess"  # the shortcut trace's first word (the careful one's is "I")
 
 
@@ -338,7 +338,8 @@ def make_dataset(seed: int, n: int, *, heldout_fraction: float = 0.1,
 def vocabulary() -> list[str]:
     """Every word questions, answers and traces use (for `build_demo_tokenizer`)."""
     texts = [*QUESTION_TEMPLATES.values(), TRACE_WORDS, *KINDS, *PLURAL.values(), *COLORS,
-             *SIZES, *CHOICE_LETTERS]
+             *SIZES, *CHOICE_LETTERS,
+             SHORTCUT_OPENER]  # last: the older words keep their ids (and the old figures)
     seen: dict[str, None] = {}
     for t in texts:
         for w in re.findall(r"[A-Za-z]+", t):
