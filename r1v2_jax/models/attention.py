@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-_NEG_INF = -1e30  # finite so fully-masked rows (padding queries) give zeros, not NaN
+_NEG_INF = -1e30  # finite: a fully-masked row (a padding query) gets the mean of V, not NaN
 
 
 def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, q_segments: jax.Array | None = None,
