@@ -33,8 +33,15 @@ $(VENV)/.mutants-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test,mutants]"
 	touch $@
 
-bench: setup
+# the Tunix peer: its import-time needs (the bench extra), then Tunix itself without its
+# own pins (they would downgrade transformers; docs/benchmarks.md)
+bench: $(VENV)/.bench-installed
 	$(BIN)/r1v2 bench
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test,bench]"
+	$(BIN)/pip install -q --no-deps google-tunix==0.1.7
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs

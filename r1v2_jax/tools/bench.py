@@ -68,6 +68,12 @@ def run_benchmarks(quick: bool, skip: list[str], shapes: str | None = None,
     train = () if "train" in skip else train
     gen = () if "generate" in skip else gen
     if train or gen:
+        from r1v2_jax.tools.bench_sweep import tunix_available
+
+        if not tunix_available():  # said, not silently dropped: `make bench` installs it
+            (log or print)("Tunix is not installed: its columns are left out (install: "
+                           "pip install -e '.[bench]' && pip install --no-deps "
+                           "google-tunix==0.1.7, or `make bench`)")
         out["sweep"] = run_sweep(train, gen, reps=reps or (1 if quick else 3),
                                  remat_policy=remat, train_torch_threads=torch_threads, log=log)
     if "rollout" not in skip:
