@@ -60,6 +60,20 @@ def build_torch_model(spec: BenchModel, seed: int):
     return InternVLForConditionalGeneration._from_config(config, attn_implementation="eager").eval()
 
 
+def twin_models(spec: BenchModel, seed: int):
+    """(torch model, our config, our params on the device): one random model on both
+    sides, ours converted from the transformers checkpoint it saves."""
+    import jax
+
+    from r1v2_jax.convert import load_hf
+
+    torch_model = build_torch_model(spec, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        torch_model.save_pretrained(folder)
+        config, params = load_hf(folder)
+    return torch_model, config, jax.device_put(params)
+
+
 def _best_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -96,15 +110,10 @@ def _run(batch, new_tokens, prompt_len, temperature, top_p, num_samples, repeats
     import jax
     import torch
 
-    from r1v2_jax.convert import load_hf
     from r1v2_jax.generate.api import generate
     from r1v2_jax.generate.engine import engine_stats
 
-    torch_model = build_torch_model(model, seed)
-    with tempfile.TemporaryDirectory() as folder:
-        torch_model.save_pretrained(folder)
-        config, params = load_hf(folder)
-    params = jax.device_put(params)
+    torch_model, config, params = twin_models(model, seed)
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, model.vocab_size - 1, (batch, prompt_len))
     sampling = dict(temperature=temperature, top_p=top_p)

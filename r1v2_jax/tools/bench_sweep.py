@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import tempfile
 
 import numpy as np
 
@@ -48,9 +47,8 @@ def gen_point(shape: GenShape, *, warmup: int = 1, reps: int = 3, seed: int = 0,
     import jax
     import torch
 
-    from r1v2_jax.convert import load_hf
     from r1v2_jax.generate.api import generate
-    from r1v2_jax.generate.bench import build_torch_model
+    from r1v2_jax.generate.bench import twin_models
     from r1v2_jax.tools.bench_train import interleaved_times
 
     if tunix is None:
@@ -58,11 +56,7 @@ def gen_point(shape: GenShape, *, warmup: int = 1, reps: int = 3, seed: int = 0,
     threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads or threads)
     spec = shape.model
-    torch_model = build_torch_model(spec, seed)
-    with tempfile.TemporaryDirectory() as folder:
-        torch_model.save_pretrained(folder)
-        config, params = load_hf(folder)
-    params = jax.device_put(params)
+    torch_model, config, params = twin_models(spec, seed)
     rng = np.random.default_rng(seed)
     # Token 0 is nobody's pad here (Tunix pads with 0): prompts draw from 1..V-2.
     ids = rng.integers(1, spec.vocab_size - 1, (shape.batch, shape.prompt_len))
