@@ -115,10 +115,10 @@ def test_bad_arguments_fail_before_anything_runs(sandbox, args, message):
 
 
 def test_local_workdir_is_accepted_when_allowed(sandbox):
-    args = [*POD, "--allow-local-workdir", "--dry-run", "train", "--", "--workdir=/mnt/shared/run"]
+    args = [*POD, "--allow-local-workdir", "--dry-run", "train", "--", "--workdir=runs/pod-run"]
     result = sandbox.run("tpu_pod.sh", *args)
     assert result.returncode == 0, result.stderr
-    assert remote_command(sandbox.commands(result.stdout)[0].argv).endswith("r1v2 train --workdir=/mnt/shared/run")
+    assert remote_command(sandbox.commands(result.stdout)[0].argv).endswith("r1v2 train --workdir=runs/pod-run")
 
 
 @pytest.mark.parametrize(
