@@ -15,6 +15,22 @@ import time
 
 from r1v2_jax.models.config import TextConfig, VisionConfig, VLMConfig
 
+
+def donated_step(loss_fn, tx):
+    """jit of one optimizer step on state (params, opt_state) -> (state, loss), the state
+    donated: the benches' plain train step (ours on an accelerator, Tunix's model)."""
+    import jax
+    import optax
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return step
+
 # Qwen2-1.5B's LM shapes with a token vision tower (unused: text-only batches).
 LM_1P5B = VLMConfig(
     vision=VisionConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
@@ -69,12 +85,7 @@ def bench_mfu(config: VLMConfig = LM_1P5B, *, batch: int = 4, seq_len: int = 409
     def loss_fn(p):
         return -jnp.mean(sequence_token_logps(config, p, ids, jnp.ones_like(ids)))
 
-    @functools.partial(jax.jit, donate_argnums=(0,))
-    def step(state):
-        p, s = state
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        u, s = tx.update(g, s, p)
-        return (optax.apply_updates(p, u), s), loss
+    step = donated_step(loss_fn, tx)
 
     holder = {"state": (params, tx.init(params))}
 

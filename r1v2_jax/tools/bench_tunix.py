@@ -17,6 +17,7 @@ import functools
 import numpy as np
 
 from r1v2_jax.models.config import VLMConfig
+from r1v2_jax.tools.bench_accel import donated_step
 
 
 def tunix_config(config: VLMConfig):
@@ -77,13 +78,7 @@ def tunix_train_step(model, ids: np.ndarray, lr: float):
     def loss_fn(p):
         return _default_loss_fn(nnx.merge(graphdef, p), tokens, input_mask, positions, mask)
 
-    @functools.partial(jax.jit, donate_argnums=(0,))
-    def step(state):
-        p, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, opt_state = tx.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), loss
-
+    step = donated_step(loss_fn, tx)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state; the model keeps its own
     return step, (params, tx.init(params))
 
