@@ -164,12 +164,10 @@ def read_examples(cfg, model, tokenizer, prompt, path: str, kind: str, *,
                   limit: int | None = None, uid_offset: int = 0, log=print) -> list:
     """`read_decoded` as the trainers' examples (PromptExample, PreferencePair, SFTExample);
     `uid_offset` keeps a second set's uids apart (held-out pairs, offline MPO pairs)."""
-    import dataclasses as dc
-
     rules = _rules_for(cfg, model, prompt, kind)
     out = []
     for d in read_decoded(cfg, path, kind, rules, tokenizer, prompt, limit, log):
-        out.append(_TO_EXAMPLE[kind](dc.replace(d, uid=d.uid + uid_offset), rules.tiling))
+        out.append(_TO_EXAMPLE[kind](dataclasses.replace(d, uid=d.uid + uid_offset), rules.tiling))
     return out
 
 
@@ -195,8 +193,6 @@ def stream_feed(cfg, model, tokenizer, prompt, path: str, kind: str, log=print):
     order of the in-memory path). Every host streams the whole global order, as every
     host held the whole list before: the trainers build each step's global batch on each
     host. The shapes come from the prevalidation (longest prompt / completion, most tiles)."""
-    import dataclasses
-
     from r1v2_jax.data.pipeline import InputPipeline, PipelineConfig, prevalidate
     from r1v2_jax.train.feed import StreamFeed
 
@@ -298,8 +294,7 @@ def inputs_from_config(cfg, log: Callable[[str], None] = print) -> StageInputs:
                                     uid_offset=HELDOUT_UID_OFFSET, log=log) if d.heldout else [])
     else:  # mpo, grpo
         heldout = prompt_examples(cfg, model, tokenizer, prompt, d.heldout, held_limit, log)
-        both = FeedLimits(max(train.limits.prompt_tokens, limits_of(heldout).prompt_tokens),
-                          max(train.limits.tiles, limits_of(heldout).tiles))
+        both = train.limits.merge(limits_of(heldout))
         score = hybrid_scorer(cfg, model, tokenizer, prompt, both, mesh, rules, log)
         if stage == "mpo" and d.preferences:
             offline = preference_pairs(cfg, model, tokenizer, prompt, d.preferences,

@@ -6,15 +6,13 @@ WORKDIR/final/ with the value head and calibration.json: the folder GRPO and MPO
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 
 from r1v2_jax.recipes.final import write_final
 from r1v2_jax.recipes.inputs import StageInputs
 from r1v2_jax.recipes.result import StageResult
-from r1v2_jax.train.feed import FeedLimits, as_feed, limits_of
+from r1v2_jax.train.feed import as_feed, limits_of
 
 
 def pair_scorer(cfg, inputs: StageInputs, params, limits):
@@ -39,9 +37,7 @@ def run(cfg, inputs: StageInputs, workdir: str, *, stage: str = "rm", log=print,
     feed = as_feed(inputs.train, int(cfg.train.seed), uid=lambda p: p.example.uid)
     every = feed.limits  # the shapes of every pair: training and held-out
     if inputs.heldout:
-        held = limits_of(inputs.heldout)
-        every = FeedLimits(*(max(a, b) for a, b in zip(dataclasses.astuple(every),
-                                                       dataclasses.astuple(held))))
+        every = every.merge(limits_of(inputs.heldout))
 
     def ranking(params, pairs):
         return ranking_accuracy(pair_scorer(cfg, inputs, params, every), pairs)

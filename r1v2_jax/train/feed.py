@@ -36,6 +36,11 @@ class FeedLimits:
     completion_tokens: int = 0  # longest SFT completion / preference response (eos incl.)
     sequence_tokens: int = 0  # longest prompt + completion (the longer response) of one example
 
+    def merge(self, other: "FeedLimits") -> "FeedLimits":
+        """Limits that fit the examples of both (field by field, the larger)."""
+        return FeedLimits(*(max(a, b) for a, b in zip(dataclasses.astuple(self),
+                                                       dataclasses.astuple(other))))
+
     @classmethod
     def from_stats(cls, stats: dict) -> "FeedLimits":
         """From `data.pipeline.prevalidate(...).stats` (tokenizer given): known before any
