@@ -13,6 +13,7 @@
      tiles held for every record) on the first --eager-records records, written as JSONL +
      image files; RSS per record, extrapolated linearly to --records;
    * the same pipeline with the tiny model's tiling (28 px, one tile): its rate;
+   * the CPU time of decoding one record at 28 px (13 tiles) and at 448 px;
    * one CPU training step of the tiny model (configs/tiny.py; batch 8, 64 tokens, one
      uint8 tile each normalised inside the jitted step; AdamW): median time;
    * training (`--train-steps`): the `sft` trainer (or `--train-stage grpo`: 8 prompts x
@@ -293,7 +294,34 @@ def phase_train(args) -> dict:
     return out
 
 
-PHASES = {"pipeline": phase_pipeline, "eager": phase_eager, "train_step": phase_train_step,
+def phase_decode_cpu(args) -> dict:
+    """CPU time (this thread's, so independent of the machine's load) of reading and
+    decoding one record, at 28 px with 13 tiles and at R1V2's 448 px: three disjoint sets
+    of 40 records each."""
+    import dataclasses
+
+    from r1v2_jax.data.image import TilingConfig
+    from r1v2_jax.data.pipeline import InputPipeline, PipelineConfig, open_source
+
+    out = {"phase": "decode_cpu"}
+    for name, tiling in (("28px_13_tiles", TilingConfig(image_size=28, max_num=12)),
+                         ("448px_13_tiles", TilingConfig())):
+        rules, tok, prompt = _rules(True)
+        rules = dataclasses.replace(rules, tiling=tiling)
+        pipe = InputPipeline(open_source(args.data), "prompt", rules, tok, prompt,
+                             PipelineConfig(batch_size=1))
+        pipe._decode(0)  # warm-up
+        per_record = []
+        for rep in range(3):
+            start = time.thread_time()
+            for i in range(1000 + 300 * rep, 1040 + 300 * rep):
+                pipe._decode(i)
+            per_record.append(round((time.thread_time() - start) / 40 * 1e3, 2))
+        out[f"{name}_cpu_ms_per_record"] = per_record
+    return out
+
+
+PHASES = {"pipeline": phase_pipeline, "decode_cpu": phase_decode_cpu, "eager": phase_eager, "train_step": phase_train_step,
           "train": phase_train}
 
 
@@ -330,7 +358,8 @@ def main(argv=None) -> int:
               args.train_stage]
     phases = [] if args.only_train else [["--phase", "pipeline"],
                                          ["--phase", "pipeline", "--tiny"],
-                                         ["--phase", "eager"], ["--phase", "train_step"]]
+                                         ["--phase", "eager"], ["--phase", "train_step"],
+                                         ["--phase", "decode_cpu"]]
     if args.train_steps and args.train_stage == "sft":
         sft_data = os.path.join(args.dir, f"sft_{args.records}.parquet")
         if not os.path.exists(sft_data):
