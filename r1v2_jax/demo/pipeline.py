@@ -157,22 +157,30 @@ def longest_trace_tokens(seqs) -> int:
 
 
 def tallied(score: Callable, tally: list) -> Callable:
-    """`score` that also appends (took the shortcut, accuracy) per response to `tally`."""
+    """`score` that also appends (took the shortcut, accuracy, hallucinated) per response to
+    `tally` (hallucinated is False when the scorer reports no flag)."""
     def wrapped(examples, responses):
         out = score(examples, responses)
-        tally.extend(zip(map(synthetic.is_shortcut, responses), map(float, out["accuracy"])))
+        flags = out.get("hallucinated", [False] * len(responses))
+        tally.extend(zip(map(synthetic.is_shortcut, responses), map(float, out["accuracy"]),
+                         map(bool, flags)))
         return out
     return wrapped
 
 
 def behaviour_metrics(tally: list, prefix: str) -> dict[str, float]:
-    """The share of responses that took the shortcut and each behaviour's accuracy (nan
-    when a behaviour never occurs)."""
-    short = [a for s, a in tally if s]
-    careful = [a for s, a in tally if not s]
+    """The share of responses that took the shortcut, each behaviour's accuracy, the
+    hallucination rate of all responses and of the careful ones (the only ones that name
+    shapes: a guess names none, so it cannot hallucinate). nan when a behaviour never
+    occurs."""
+    short = [a for s, a, _ in tally if s]
+    careful = [(a, h) for s, a, h in tally if not s]
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {f"{prefix}_shortcut_rate": len(short) / max(len(tally), 1),
-            f"{prefix}_shortcut_accuracy": mean(short), f"{prefix}_careful_accuracy": mean(careful)}
+            f"{prefix}_shortcut_accuracy": mean(short),
+            f"{prefix}_careful_accuracy": mean([a for a, _ in careful]),
+            f"{prefix}_hallucination_rate": mean([float(h) for _, _, h in tally]),
+            f"{prefix}_careful_hallucination_rate": mean([float(h) for _, h in careful])}
 
 
 def eval_params(ctx: DemoContext, params) -> dict[str, float]:
@@ -181,24 +189,47 @@ def eval_params(ctx: DemoContext, params) -> dict[str, float]:
                    max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
                    batch_size=int(ctx.cfg.rollout.eval_batch_size),
                    score=tallied(ctx.score, tally))
-    return {**out, **behaviour_metrics(tally, "eval")}
+    return {**behaviour_metrics(tally, "eval"), **out}  # greedy_metrics' rates stand
 
 
-def sampled_eval_params(ctx: DemoContext, params) -> dict[str, float]:
-    """Sampled accuracy and pass@k (cfg.demo.sampled_eval); {} when num_samples is 0."""
+def sampled_eval_params(ctx: DemoContext, params, examples=None,
+                        prefix: str = "eval_sampled") -> dict[str, float]:
+    """Sampled accuracy and pass@k (cfg.demo.sampled_eval) on `examples` (default: the
+    first sampled_eval.prompts held-out prompts), with the behaviour metrics under
+    `prefix`; {} when num_samples is 0."""
     from r1v2_jax.rl.evaluate import evaluate_sampled
 
     se = ctx.cfg.demo.sampled_eval
     if int(se.num_samples) == 0:
         return {}
     tally: list = []
-    out = evaluate_sampled(ctx.model, params, ctx.heldout[:int(se.prompts)],
+    out = evaluate_sampled(ctx.model, params,
+                           ctx.heldout[:int(se.prompts)] if examples is None else examples,
                            tokenizer=ctx.tokenizer, prompt=ctx.prompt,
                            max_new_tokens=int(ctx.cfg.rollout.max_new_tokens),
                            batch_size=int(ctx.cfg.rollout.eval_batch_size),
                            num_samples=int(se.num_samples), temperature=float(se.temperature),
                            score=tallied(ctx.score, tally))
-    return {**out, **behaviour_metrics(tally, "eval_sampled")}
+    if prefix != "eval_sampled":
+        out = {prefix + k[len("eval_sampled"):] if k.startswith("eval_sampled") else
+               prefix + "_" + k[len("eval_"):]: v for k, v in out.items()}
+    return {**out, **behaviour_metrics(tally, prefix)}
+
+
+def seen_prompts(ctx: DemoContext) -> list[PromptExample]:
+    """The training prompts of GRPO's first demo.seen_eval_steps steps: the trainer's feed
+    (`train.feed.as_feed`, seeded by train.seed) replayed, so these are the prompts GRPO
+    sampled and updated on first ("seen"), as opposed to the held-out ones ("unseen")."""
+    from r1v2_jax.train.feed import as_feed
+
+    n = int(ctx.cfg.demo.seen_eval_steps) * int(ctx.cfg.rollout.prompts_per_step)
+    return as_feed(ctx.train, int(ctx.cfg.train.seed)).take(n) if n else []
+
+
+def seen_eval_params(ctx: DemoContext, params) -> dict[str, float]:
+    """Sampled accuracy (seen_sampled_accuracy, pass@k ...) on `seen_prompts`; {} when off."""
+    seen = seen_prompts(ctx)
+    return sampled_eval_params(ctx, params, seen, prefix="seen_sampled") if seen else {}
 
 
 def run_grpo(ctx: DemoContext, params, stage_dir: str, *, ssb: bool,
@@ -257,6 +288,7 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
         params, results["mpo"] = stages_mpo.run_mpo_stage(ctx, params, os.path.join(out, "mpo"),
                                                           rm=rm)
         results["mpo"].update(sampled_eval_params(ctx, params))
+        results["mpo"].update(seen_eval_params(ctx, params))
     if "grpo" in stages:
         reward = ml_collections.ConfigDict(cfg.reward.to_dict())
         score = stages_mpo.hybrid_scorer(ctx, reward, rm, stage="grpo")
@@ -266,6 +298,7 @@ def run_demo(cfg, out: str, *, stages=STAGES, with_ssb: bool = True, compare_no_
             final, results[name] = run_grpo(ctx, params, os.path.join(out, name), ssb=ssb,
                                             score=score)
             results[name].update(sampled_eval_params(ctx, final))
+            results[name].update(seen_eval_params(ctx, final))
         if compare_trainable:  # the paper's Table 4: the same GRPO budget, another part
             results["trainable"] = {}
             for part in cfg.demo.trainable_parts:

@@ -108,19 +108,43 @@ def ssb_table(out: str, results: dict[str, Any]) -> str:
 
 
 def behaviour_table(results: dict[str, Any]) -> str:
-    """How often sampled responses take the warm start's shortcut, and each behaviour's
-    accuracy (data/synthetic.TraceMix)."""
+    """How often sampled responses take the warm start's shortcut, each behaviour's
+    accuracy, and the hallucination rate of all sampled responses and of the careful ones
+    (a guess names no shape, so only those can hallucinate; data/synthetic.TraceMix)."""
     rows = [(label, results[k]) for k, label in ROWS
             if isinstance(results.get(k), dict) and "eval_sampled_shortcut_rate" in results[k]]
     if not rows:
         return ""
     lines = ["Behaviours of the sampled responses (shortcut = a guess without counting):", "",
-             "| stage | shortcut share | accuracy when careful | accuracy when shortcut |",
-             "|---|---|---|---|"]
+             "| stage | shortcut share | accuracy when careful | accuracy when shortcut | "
+             "hallucination (all sampled) | hallucination when careful |",
+             "|---|---|---|---|---|---|"]
+    nan = float("nan")
     for label, r in rows:
         lines.append(f"| {label} | {r['eval_sampled_shortcut_rate']:.3f} | "
                      f"{r['eval_sampled_careful_accuracy']:.3f} | "
-                     f"{r['eval_sampled_shortcut_accuracy']:.3f} |")
+                     f"{r['eval_sampled_shortcut_accuracy']:.3f} | "
+                     f"{r.get('eval_sampled_hallucination_rate', nan):.3f} | "
+                     f"{r.get('eval_sampled_careful_hallucination_rate', nan):.3f} |")
+    return "\n".join(lines)
+
+
+def seen_unseen_table(results: dict[str, Any]) -> str:
+    """Sampled accuracy on prompts GRPO trained on (its first steps' prompts) against the
+    held-out ones, before GRPO (the MPO policy) and after each arm: does a gain carry?"""
+    before = results.get("mpo")
+    if not before or "seen_sampled_accuracy" not in before:
+        return ""
+    lines = ["Seen vs unseen prompts (sampled accuracy, fixed prompts; seen = the prompts of "
+             "GRPO's first steps, unseen = the held-out prompts):", "",
+             "| policy | seen | unseen | seen gain | unseen gain |", "|---|---|---|---|---|"]
+    s0, u0 = before["seen_sampled_accuracy"], before["eval_sampled_accuracy"]
+    lines.append(f"| before GRPO (MPO) | {s0:.3f} | {u0:.3f} | - | - |")
+    for key, label in (("grpo", "GRPO + SSB"), ("grpo_no_ssb", "GRPO, no SSB")):
+        r = results.get(key)
+        if r and "seen_sampled_accuracy" in r:
+            s, u = r["seen_sampled_accuracy"], r["eval_sampled_accuracy"]
+            lines.append(f"| {label} | {s:.3f} | {u:.3f} | {s - s0:+.3f} | {u - u0:+.3f} |")
     return "\n".join(lines)
 
 
@@ -177,7 +201,7 @@ def plot_runs(out: str) -> list[str]:
 
 def write_report(out: str, results: dict[str, Any], log: Callable[[str], None] = print) -> str:
     parts = (summary_table(out, results), vision_line(results), reward_model_line(results),
-             behaviour_table(results), ssb_table(out, results), objectives_table(results),
+             behaviour_table(results), seen_unseen_table(results), ssb_table(out, results), objectives_table(results),
              trainable_table(out, results))
     table = "\n\n".join(x for x in parts if x)
     plots = plot_runs(out)

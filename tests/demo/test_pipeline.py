@@ -105,7 +105,8 @@ def test_summary_holds_every_table(demo_run):
                 "| none (warm start) |", "Vision stage: probe accuracy on held-out scenes"):
         assert row in text, row
     for table in ("| with SSB |", "| without SSB |", "| 10th percentile |",
-                  "| adapter |", "| llm+adapter |", "| shortcut share |"):
+                  "| adapter |", "| llm+adapter |", "| shortcut share |",
+                  "| hallucination when careful |", "| before GRPO (MPO) |", "| seen gain |"):
         assert table in text, table
     prior = next(line for line in text.splitlines() if line.startswith("| answer prior"))
     assert prior.endswith("| - | - | - | - | - | - |"), prior
@@ -140,10 +141,36 @@ def test_behaviour_metrics_split_accuracy_by_first_word():
     from r1v2_jax.demo.pipeline import behaviour_metrics, tallied
 
     tally = []
-    score = tallied(lambda ex, resp: {"accuracy": [1.0, 0.0, 0.0, 1.0]}, tally)
+    score = tallied(lambda ex, resp: {"accuracy": [1.0, 0.0, 0.0, 1.0],
+                                      "hallucinated": [True, False, False, False]}, tally)
     score([None] * 4, ["I see a red circle.", "guess.\n</think>", "guess.", "I see."])
-    assert behaviour_metrics(tally, "x") == {"x_shortcut_rate": 0.5, "x_shortcut_accuracy": 0.0,
-                                             "x_careful_accuracy": 1.0}
-    tally[:] = [(False, 1.0), (False, 0.0), (True, 0.0)]
+    assert behaviour_metrics(tally, "x") == {
+        "x_shortcut_rate": 0.5, "x_shortcut_accuracy": 0.0, "x_careful_accuracy": 1.0,
+        "x_hallucination_rate": 0.25, "x_careful_hallucination_rate": 0.5}
+    tally[:] = [(False, 1.0, False), (False, 0.0, True), (True, 0.0, False)]
     m = behaviour_metrics(tally, "x")
     assert m["x_shortcut_rate"] == pytest.approx(1 / 3) and m["x_careful_accuracy"] == 0.5
+    assert m["x_hallucination_rate"] == pytest.approx(1 / 3)
+    assert m["x_careful_hallucination_rate"] == 0.5
+
+
+def test_seen_prompts_are_the_first_grpo_steps_prompts(demo_run, tmp_path):
+    # the seen-vs-unseen probe must evaluate the prompts GRPO actually trained on: the
+    # trainer's feed (seeded by train.seed) draws them in the same order
+    from r1v2_jax.demo.pipeline import seen_prompts
+    from r1v2_jax.train.feed import as_feed
+
+    cfg = load_config_file(default_config_path() + ":smoke")
+    cfg.demo.seen_eval_steps = 2
+    cfg.train.seed = 5
+    ctx = build_context(cfg, str(tmp_path), log=lambda _: None)
+    feed = as_feed(ctx.train, 5)
+    first_two = feed.take(2) + feed.take(2)  # prompts_per_step = 2 in the smoke recipe
+    assert [e.uid for e in seen_prompts(ctx)] == [e.uid for e in first_two]
+    assert [e.uid for e in first_two] != [e.uid for e in ctx.train[:4]]  # shuffled, not the head
+    cfg.demo.seen_eval_steps = 0
+    assert seen_prompts(build_context(cfg, str(tmp_path), log=lambda _: None)) == []
+    _, results, _ = demo_run  # the smoke run evaluates them before and after GRPO
+    for stage in ("mpo", "grpo", "grpo_no_ssb"):
+        assert 0.0 <= results[stage]["seen_sampled_accuracy"] <= 1.0
+        assert results[stage]["seen_sampled_num_samples"] == 2
