@@ -19,7 +19,10 @@ def get_config(arg=None):
         compare_prompts=64,  # --compare-objectives: prompts sampled once for the shared pairs
         # accuracy of k samples at a temperature + pass@k after each stage, on the first
         # `prompts` held-out prompts (num_samples=0: off)
-        sampled_eval=dict(prompts=256, num_samples=4, temperature=1.0)))
+        sampled_eval=dict(prompts=256, num_samples=4, temperature=1.0),
+        # the seen-vs-unseen probe: sampled accuracy (sampled_eval's k and temperature) on
+        # the prompts of GRPO's first `seen_eval_steps` steps, before and after GRPO
+        seen_eval_steps=1))
     mpo_stages = mpo_demo_defaults()
     c.rm, c.mpo = mpo_stages.rm, mpo_stages.mpo
     # the stand-in for a pretrained vision encoder: a per-cell probe trains ViT + adapter
