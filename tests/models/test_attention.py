@@ -150,6 +150,24 @@ def test_causal_blocks_skip_only_masked_keys():
     np.testing.assert_allclose(np.asarray(short)[0, 0], v[0, :6].mean(0).repeat(2, 0), atol=1e-5)
 
 
+def test_causal_blocks_start_above_two_blocks_and_need_self_attention():
+    """T = 2 blocks + 1 runs the blocked path (a padding query averages the first block's
+    values), T = 2 blocks the plain one (every value); keys != queries is an error."""
+    rng = np.random.default_rng(4)
+    q = jnp.asarray(rng.standard_normal((1, 7, HQ, D)), jnp.float32)
+    v = rng.standard_normal((1, 7, HKV, D)).astype(np.float32)
+    valid = np.arange(7)[None] >= 1  # query 0 is padding: it sees no key
+    mask = mask_reference(np.arange(7)[None], valid)
+    for t, seen in ((7, 3), (6, 6)):
+        out = attention(q[:, :t], jnp.asarray(v[:, :t]), jnp.asarray(v[:, :t]),
+                        jnp.asarray(mask[:, :t, :t]), causal_block=3)
+        np.testing.assert_allclose(np.asarray(out)[0, 0], v[0, :seen].mean(0).repeat(2, 0),
+                                   atol=1e-5, err_msg=f"T={t}")
+    with pytest.raises(ValueError, match=r"^causal blocks need self-attention, got 7 queries, "
+                                         r"6 keys$"):
+        attention(q, jnp.asarray(v[:, :6]), jnp.asarray(v[:, :6]), None, causal_block=3)
+
+
 def test_attention_params_shard_by_the_default_rules():
     """Logical axis names of q/k/v/o meet the sharding rules: heads over `tensor`, the model
     width over `fsdp`, the head dim replicated; no name the rules do not know."""

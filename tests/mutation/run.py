@@ -65,6 +65,8 @@ _reward_pool = _blocks({_REWARDS: [(r"^def _worker_main", r"self\.close\(\)$")]}
 _rope_attention = _blocks({
     "r1v2_jax/models/qwen2.py": [(r"^def apply_rope", r"return out, cache_k, cache_v")],
     "r1v2_jax/models/attention.py": [(r"^_NEG_INF", r"return out\.reshape"),
+                                     (r"^def causal_blocked_attention",
+                                      r"for i in range\(0, t, block\)"),
                                      (r"^def attention\(", r"raise ValueError")]})
 
 
@@ -100,7 +102,8 @@ GROUPS = {
                        ["tests/models/test_rope.py", "tests/models/test_attention.py"],
                        _rope_attention),
     "adapter": (["r1v2_jax/models/adapter.py"], ["tests/models/test_adapter.py"], None),
-    "sampling": (["r1v2_jax/generate/sampling.py"], ["tests/generate/test_sampling.py"], None),
+    "sampling": (["r1v2_jax/generate/sampling.py"], ["tests/generate/test_sampling_edges.py",
+                                                     "tests/generate/test_sampling.py"], None),
     "logprobs": (["r1v2_jax/losses/logprobs.py"], ["tests/losses/test_token_logprobs_edges.py",
                                                       "tests/losses/test_token_logprobs.py"], None),
     "grpo_loss": (["r1v2_jax/losses/grpo.py", "r1v2_jax/losses/policy_losses.py"],

@@ -1,0 +1,72 @@
+"""GRPO loss at its edges, values by hand: one token (every denominator clamp at 1), zero
+advantages (never counted as clipped, for every policy loss), a tracked KL that overflows
+while beta = 0 (it must not reach the loss)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r1v2_jax.losses import LOSS_TYPES, grpo_loss
+
+LOG = lambda *p: jnp.log(jnp.asarray(p, jnp.float32))  # noqa: E731
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_a_single_token_batch(loss_type):
+    # rho = 1.5, A = +1, eps 0.2: l = -min(1.5, 1.2) = -1.2 over 1 token, 1 sequence
+    loss, metrics = grpo_loss(LOG([1.5]), jnp.zeros((1, 1)), None, jnp.asarray([1.0]),
+                              jnp.ones((1, 1)), loss_type=loss_type, max_completion_length=1)
+    assert float(loss) == pytest.approx(-1.2, abs=1e-6)
+    assert float(metrics["ratio_mean"]) == pytest.approx(1.5, abs=1e-6)
+    assert float(metrics["entropy_proxy"]) == pytest.approx(-np.log(1.5), abs=1e-6)
+    assert float(metrics["clip_frac_high"]) == 1.0 and float(metrics["clip_frac"]) == 1.0
+    assert float(metrics["num_tokens"]) == 1.0 and float(metrics["num_sequences"]) == 1.0
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_a_fully_masked_batch_is_zero_not_nan(loss_type):
+    loss, metrics = grpo_loss(LOG([1.5, 0.5]), jnp.zeros((1, 2)), None, jnp.asarray([1.0]),
+                              jnp.zeros((1, 2)), loss_type=loss_type, max_completion_length=2)
+    assert float(loss) == 0.0
+    assert all(float(v) == 0.0 for k, v in metrics.items() if k != "num_sequences")
+
+
+# rows: A = +1, A = 0, A = -1; each with ratios 0.5 and 1.5 (outside [0.8, 1.2] both)
+_LOGPS = jnp.log(jnp.asarray([[0.5, 1.5]] * 3, jnp.float32))
+_ADV = jnp.asarray([1.0, 0.0, -1.0])
+
+
+@pytest.mark.parametrize("policy_loss, options, low, high", [
+    ("grpo", {}, 1, 1),  # 0.5 with A < 0; 1.5 with A > 0
+    ("clip_cov", dict(cov_selection=jnp.zeros((3, 2))), 1, 1),
+    ("cispo", dict(cispo_max=1.2), 0, 1),  # rho > cispo_max with A > 0
+    ("gmpo", {}, 2, 2),  # |log 0.5|, log 1.5 > 0.2: both log-ratios clipped in a row
+])
+def test_zero_advantage_tokens_are_never_counted_as_clipped(policy_loss, options, low, high):
+    _, metrics = grpo_loss(_LOGPS, jnp.zeros((3, 2)), None, _ADV, jnp.ones((3, 2)),
+                           policy_loss=policy_loss, **options)
+    assert float(metrics["clip_frac_low"]) == pytest.approx(low / 6)
+    assert float(metrics["clip_frac_high"]) == pytest.approx(high / 6)
+    assert float(metrics["clip_frac"]) == pytest.approx((low + high) / 6)
+
+
+def test_dual_clip_fraction_counts_negative_advantages_above_the_cap():
+    # A = -1 row: rho 0.5 -> max(rho, clip) = 0.8; rho 4 -> 4 > c = 3: one token of 6
+    logps = jnp.log(jnp.asarray([[4.0, 0.5], [4.0, 0.5], [4.0, 0.5]], jnp.float32))
+    loss, metrics = grpo_loss(logps, jnp.zeros((3, 2)), None, _ADV, jnp.ones((3, 2)),
+                              dual_clip=3.0)
+    assert float(metrics["dual_clip_frac"]) == pytest.approx(1 / 6)
+    # per row (grpo mean over 2 tokens): A=+1: -(1.2 + 0.5) / 2; A=0: 0;
+    # A=-1: min(-A max(rho, clip(rho)), -c A) = min(4, 3) = 3 and 0.8 -> (3 + 0.8) / 2
+    assert float(loss) == pytest.approx((-(1.2 + 0.5) / 2 + (3 + 0.8) / 2) / 3, abs=1e-6)
+
+
+def test_a_tracked_kl_that_overflows_stays_out_of_the_loss_at_beta_zero():
+    # ref - logp = 100: k3 = exp(100) - 101 = inf in fp32; logged, not added (beta = 0)
+    logps = jnp.zeros((1, 2))
+    ref = jnp.asarray([[100.0, 0.0]])
+    loss, metrics = grpo_loss(logps, logps, ref, jnp.asarray([1.0]), jnp.ones((1, 2)), beta=0.0)
+    assert float(loss) == pytest.approx(-1.0, abs=1e-6)  # rho = 1, A = 1
+    assert np.isinf(float(metrics["kl"]))
