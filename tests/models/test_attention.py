@@ -168,6 +168,36 @@ def test_causal_blocks_start_above_two_blocks_and_need_self_attention():
         attention(q, jnp.asarray(v[:, :6]), jnp.asarray(v[:, :6]), None, causal_block=3)
 
 
+def test_attention_module_uses_causal_blocks_without_a_cache_only():
+    """config.causal_block = 2: 5 queries without a cache run the blocked path (the padding
+    query 0 averages the first block's 2 values), 3 queries at cache slots the plain one
+    (keys are the cache's 6 slots, not the queries' own tokens)."""
+    import dataclasses
+
+    rng = np.random.default_rng(6)
+    cfg = dataclasses.replace(_config(), causal_block=2)
+    model = Attention(cfg)
+    h = jnp.asarray(rng.standard_normal((1, 5, E)), jnp.float32)
+    pos = jnp.arange(5)[None]
+    valid = np.arange(5)[None] >= 1
+    mask = mask_reference(np.arange(5)[None], valid)
+    params = meta.unbox(model.init(jax.random.key(0), h, pos, None, None, None, None, 0))["params"]
+    params = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
+    out, _, _ = model.apply({"params": params}, h, pos, jnp.asarray(mask), None, None, None, 0)
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    v = np.einsum("bte,ehd->bthd", np.asarray(h), p["v_proj"]["kernel"]) + p["v_proj"]["bias"]
+    pad = np.einsum("hd,hde->e", v[0, :2].mean(0).repeat(2, 0), p["o_proj"]["kernel"])
+    np.testing.assert_allclose(np.asarray(out)[0, 0], pad, rtol=1e-4, atol=1e-4)
+
+    cache = jnp.asarray(rng.standard_normal((1, 6, HKV, D)), jnp.float32)
+    kv_valid = np.array([[1, 1, 1, 1, 1, 0]], bool)
+    cmask = jnp.asarray(mask_reference(np.array([[2, 3, 4]]), kv_valid))
+    args = (h[:, :3], pos[:, :3] + 2, cmask, None, cache, cache, 2)
+    got, _, _ = model.apply({"params": params}, *args)
+    plain, _, _ = Attention(_config()).apply({"params": params}, *args)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(plain), rtol=1e-6, atol=1e-6)
+
+
 def test_attention_params_shard_by_the_default_rules():
     """Logical axis names of q/k/v/o meet the sharding rules: heads over `tensor`, the model
     width over `fsdp`, the head dim replicated; no name the rules do not know."""
