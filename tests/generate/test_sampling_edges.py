@@ -130,6 +130,31 @@ def test_inverse_cdf_stays_in_the_block_when_its_sum_and_cumsum_round_apart():
     np.testing.assert_array_equal(got, expected)
 
 
+def test_inverse_cdf_never_draws_a_trailing_zero_block():
+    """Over ~1200 blocks (a 152k vocabulary in blocks of 128) XLA's cumsum is a tree: the
+    running total after trailing zero blocks can exceed the one at the last non-zero
+    block.  A target between the two must still draw the last non-zero entry."""
+    rng = np.random.default_rng(13)
+    n, nb = 200, 1188
+    w = (rng.random((n, nb)) ** 6).astype(np.float32)
+    last = rng.integers(nb // 2, nb - 1, n)
+    w[np.arange(nb)[None] > last[:, None]] = 0.0
+    cum = np.asarray(jax.jit(lambda a: jnp.cumsum(a, -1))(jnp.asarray(w)))
+    at_last, total = cum[np.arange(n), last], cum[:, -1]
+    u = np.zeros(n, np.float32)
+    hit = []
+    for r in np.flatnonzero(total > at_last):
+        x = np.float32(at_last[r] / total[r])
+        while np.float32(x * total[r]) < at_last[r]:
+            x = np.nextafter(x, np.float32(1))
+        if np.float32(x * total[r]) < total[r]:  # a target in [at_last, total)
+            u[r] = x
+            hit.append(r)
+    assert len(hit) >= 5, "no row whose total grows across its trailing zero blocks"
+    got = np.asarray(_draw(jnp.asarray(u), jnp.asarray(w), block=1))
+    np.testing.assert_array_equal(got[hit], last[hit])
+
+
 def test_top_k_one_is_the_argmax_and_top_k_of_the_vocabulary_is_no_top_k():
     logits = np.array([[0.3, 1.9, -0.4, 1.7, 0.0], [2.2, -1.0, 0.5, 2.1, 1.0]], np.float32)
     x = np.asarray(filtered_logits(jnp.asarray(logits), temperature=3.0, top_k=1))
