@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1v2_jax.losses import LOSS_TYPES, grpo_loss
+from r1v2_jax.losses import LOSS_TYPES, grpo_loss, kl_estimate
 
 LOG = lambda *p: jnp.log(jnp.asarray(p, jnp.float32))  # noqa: E731
 
@@ -70,3 +70,35 @@ def test_a_tracked_kl_that_overflows_stays_out_of_the_loss_at_beta_zero():
     loss, metrics = grpo_loss(logps, logps, ref, jnp.asarray([1.0]), jnp.ones((1, 2)), beta=0.0)
     assert float(loss) == pytest.approx(-1.0, abs=1e-6)  # rho = 1, A = 1
     assert np.isinf(float(metrics["kl"]))
+
+
+def test_kl_estimate_by_hand():
+    # d = ref - logp = 0.5 and -1: k1 = -d, k2 = d^2 / 2, k3 = e^d - d - 1
+    logps, ref = jnp.asarray([-1.5, -0.25]), jnp.asarray([-1.0, -1.25])
+    d = np.array([0.5, -1.0])
+    for name, expected in (("k1", -d), ("k2", d ** 2 / 2), ("k3", np.exp(d) - d - 1)):
+        np.testing.assert_allclose(kl_estimate(logps, ref, name), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^kl_estimate: estimator='k0' is not one of "
+                                         r"\['k1', 'k2', 'k3'\]$"):
+        kl_estimate(logps, ref, "k0")
+
+
+@pytest.mark.parametrize("policy_loss", ["grpo", "gmpo", "sapo", "cispo"])
+def test_per_token_advantages_constant_in_a_row_equal_per_row_ones(policy_loss):
+    """[B, T] advantages equal to the row's [B] value on its tokens (garbage on padding)
+    give the same loss and metrics; gmpo averages them over the row's tokens (a row of
+    one token and an empty row included)."""
+    rng = np.random.default_rng(4)
+    logps = rng.normal(-1.0, 0.3, (4, 5)).astype(np.float32)
+    old = (logps + rng.normal(0.0, 0.3, (4, 5))).astype(np.float32)
+    mask = (np.arange(5)[None] < np.array([5, 1, 3, 0])[:, None]).astype(np.float32)
+    adv = np.array([0.7, -1.2, 0.4, 0.9], np.float32)
+    per_token = np.where(mask > 0, adv[:, None], 50.0).astype(np.float32)
+    args = (jnp.asarray(logps), jnp.asarray(old), None)
+    row_loss, row_m = grpo_loss(*args, jnp.asarray(adv), jnp.asarray(mask), policy_loss=policy_loss)
+    tok_loss, tok_m = grpo_loss(*args, jnp.asarray(per_token), jnp.asarray(mask),
+                                policy_loss=policy_loss)
+    assert abs(float(row_loss)) > 1e-3
+    np.testing.assert_allclose(float(tok_loss), float(row_loss), rtol=1e-6)
+    for key in row_m:
+        np.testing.assert_allclose(float(tok_m[key]), float(row_m[key]), rtol=1e-6, err_msg=key)
