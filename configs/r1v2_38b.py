@@ -21,6 +21,9 @@ def model():
         force_image_size=448, dynamic_image_size=True, use_thumbnail=True, min_dynamic_patch=1,
         max_dynamic_patch=12, template="skywork-r1v-chat",
         param_dtype="bfloat16", dtype="bfloat16", attention_impl="xla", remat_policy="full",
+        # 16k-token sequences: 512-query causal blocks keep the unrolled xla path small (32
+        # blocks); the CPU default of 64 would unroll 256 (models/config.py).
+        causal_block=512,
     ))
 
 

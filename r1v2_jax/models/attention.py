@@ -100,10 +100,10 @@ def splash_attention(q, k, v, mask, scale, segment_ids=None):
 def attention(q, k, v, mask, *, impl: str = "xla", scale: float | None = None, segment_ids=None,
               causal_block: int = 0):
     """causal_block > 0: the call is causal self-attention (keys = the queries' own tokens,
-    no cache); the xla path then runs `causal_blocked_attention` when T > 2 blocks."""
+    no cache); the xla path then runs `causal_blocked_attention` when T > 1 block."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if impl == "xla":
-        if causal_block and q.shape[1] > 2 * causal_block:
+        if causal_block and q.shape[1] > causal_block:
             return causal_blocked_attention(q, k, v, mask, scale, causal_block)
         return xla_attention(q, k, v, mask, scale)
     if impl == "cudnn":

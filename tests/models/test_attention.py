@@ -128,7 +128,7 @@ def test_attention_module_writes_the_cache_and_attends_over_it(impl):
 
 
 def test_causal_blocks_skip_only_masked_keys():
-    # T = 11 > 2 blocks of 3 (the last block is short); left padding, two packed segments.
+    # T = 11: 4 blocks of 3 (the last block is short); left padding, two packed segments.
     rng = np.random.default_rng(3)
     t = 11
     q = rng.standard_normal((2, t, HQ, D))
@@ -144,21 +144,21 @@ def test_causal_blocks_skip_only_masked_keys():
     np.testing.assert_allclose(got[rows], attention_reference(q, k, v, mask, D ** -0.5)[rows],
                                atol=1e-5)
     assert np.isfinite(got).all()
-    # At most 2 blocks of queries, the plain path runs: a padding query averages every key.
-    short = attention(f32(q[:, :6]), f32(k[:, :6]), f32(v[:, :6]), jnp.asarray(mask[:, :6, :6]),
-                      causal_block=3)
-    np.testing.assert_allclose(np.asarray(short)[0, 0], v[0, :6].mean(0).repeat(2, 0), atol=1e-5)
+    # One block of queries or fewer: the plain path runs, a padding query averages every key.
+    short = attention(f32(q[:, :3]), f32(k[:, :3]), f32(v[:, :3]), jnp.asarray(mask[:, :3, :3]),
+                      causal_block=4)
+    np.testing.assert_allclose(np.asarray(short)[0, 0], v[0, :3].mean(0).repeat(2, 0), atol=1e-5)
 
 
-def test_causal_blocks_start_above_two_blocks_and_need_self_attention():
-    """T = 2 blocks + 1 runs the blocked path (a padding query averages the first block's
-    values), T = 2 blocks the plain one (every value); keys != queries is an error."""
+def test_causal_blocks_start_above_one_block_and_need_self_attention():
+    """T = 1 block + 1 runs the blocked path (a padding query averages the first block's
+    values, not all 4), T = 1 block the plain one (every value); keys != queries is an error."""
     rng = np.random.default_rng(4)
     q = jnp.asarray(rng.standard_normal((1, 7, HQ, D)), jnp.float32)
     v = rng.standard_normal((1, 7, HKV, D)).astype(np.float32)
     valid = np.arange(7)[None] >= 1  # query 0 is padding: it sees no key
     mask = mask_reference(np.arange(7)[None], valid)
-    for t, seen in ((7, 3), (6, 6)):
+    for t, seen in ((7, 3), (4, 3), (3, 3)):
         out = attention(q[:, :t], jnp.asarray(v[:, :t]), jnp.asarray(v[:, :t]),
                         jnp.asarray(mask[:, :t, :t]), causal_block=3)
         np.testing.assert_allclose(np.asarray(out)[0, 0], v[0, :seen].mean(0).repeat(2, 0),
