@@ -13,6 +13,8 @@ Implementations (chosen by `VLMConfig.attention_impl`):
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -34,37 +36,115 @@ def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, q_segments: jax.Array |
     return mask
 
 
-def xla_attention(q, k, v, mask, scale):
-    # Heads-major, with each KV head's query group folded into the query axis: two plain
-    # batched matmuls [B*Hkv, G*T, D] x [B*Hkv, D, S] (XLA's CPU backend runs this layout
-    # about 1.5x faster than the 5-D grouped einsum, backward included).
+def _query_groups(q, hkv: int):
+    """[B, T, Hq, D] -> [B, Hkv, G*T, D]: each KV head's query group folded into the query
+    axis, so a score/value product is one plain batched matmul (XLA's CPU backend runs this
+    layout ~1.5x faster than a 5-D grouped einsum, backward included)."""
     b, t, hq, d = q.shape
-    s, hkv = k.shape[1], k.shape[2]
-    g = hq // hkv
-    qh = q.reshape(b, t, hkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, hkv, g * t, d)
-    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Hkv, S, D]
-    logits = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) * scale
-    logits = logits.reshape(b, hkv, g, t, s)
-    if mask is not None:
-        logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, hkv, g * t, s)
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, vh)
-    return out.reshape(b, hkv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
+    return q.reshape(b, t, hkv, hq // hkv, d).transpose(0, 2, 3, 1, 4).reshape(b, hkv, -1, d)
+
+
+def _query_tokens(x, t: int, hq: int):
+    """Inverse of `_query_groups`: [B, Hkv, G*T, D] -> [B, T, Hq, D]."""
+    b, hkv, _, d = x.shape
+    return x.reshape(b, hkv, hq // hkv, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d)
+
+
+def _heads_major(x):
+    """k/v [B, S, Hkv, D] -> [B, Hkv, S, D] (and back)."""
+    return x.transpose(0, 2, 1, 3)
+
+
+def _where_visible(mask, x, fill):
+    """x [B, Hkv, G*T, S] with the entries that `mask` [B, T, S] hides set to `fill`."""
+    if mask is None:
+        return x
+    b, hkv, gt, s = x.shape
+    return jnp.where(mask[:, None, None], x.reshape(b, hkv, -1, mask.shape[1], s),
+                     fill).reshape(b, hkv, gt, s)
+
+
+def _scores(qg, kh, mask, scale):
+    """fp32 scores [B, Hkv, G*T, S]; hidden entries -> _NEG_INF."""
+    x = jnp.einsum("bkqd,bksd->bkqs", qg, kh, preferred_element_type=jnp.float32) * scale
+    return _where_visible(mask, x, _NEG_INF)
+
+
+def xla_attention(q, k, v, mask, scale):
+    qg = _query_groups(q, k.shape[2])
+    probs = jax.nn.softmax(_scores(qg, _heads_major(k), mask, scale), axis=-1).astype(v.dtype)
+    return _query_tokens(jnp.einsum("bkqs,bksd->bkqd", probs, _heads_major(v)), q.shape[1],
+                         q.shape[2])
+
+
+def _block_ranges(t: int, block: int):
+    return [(i, min(i + block, t)) for i in range(0, t, block)]
+
+
+def _block(mask, i: int, e: int):
+    """The causal mask of query block [i, e) against keys [0, e)."""
+    return None if mask is None else mask[:, i:e, :e]
 
 
 def causal_blocked_attention(q, k, v, mask, scale, block: int):
     """`xla_attention` for causal self-attention (no KV cache, key slot s = query index s),
     one block of queries at a time against the keys up to the block's end: the keys after
     it are masked for every query of the block, so skipping them changes nothing for a
-    query that sees at least one key. A query that sees none (a padding query) gets an
-    average of the values either way, over fewer of them here (its output is unused)."""
-    t = q.shape[1]
-    if k.shape[1] != t:
-        raise ValueError(f"causal blocks need self-attention, got {t} queries, {k.shape[1]} keys")
-    return jnp.concatenate(
-        [xla_attention(q[:, i:i + block], k[:, :i + block], v[:, :i + block],
-                       None if mask is None else mask[:, i:i + block, :i + block], scale)
-         for i in range(0, t, block)], axis=1)
+    query that sees at least one key, and each block's scores [G*block, S] stay in cache.
+    A query that sees none (a padding query) gets an average of its block's values (over
+    fewer of them than the plain path; its output is unused).
+
+    Backward (flash-attention style, per block): the probabilities are rebuilt from the
+    saved row max m and 1/l as exp(x - m) / l, and dS = P * (dP - rowsum(dO * O)), so the
+    softmax's own reductions are not run again; masked scores get no gradient."""
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"causal blocks need self-attention, got {q.shape[1]} queries, "
+                         f"{k.shape[1]} keys")
+    return _causal_blocks(q, k, v, mask, scale, block)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _causal_blocks(q, k, v, mask, scale, block):
+    return _blocked_forward(q, k, v, mask, scale, block)[0]
+
+
+def _blocked_forward(q, k, v, mask, scale, block):
+    t, hq, hkv = q.shape[1], q.shape[2], k.shape[2]
+    kh, vh = _heads_major(k), _heads_major(v)
+    outs, stats = [], []
+    for i, e in _block_ranges(t, block):
+        x = _scores(_query_groups(q[:, i:e], hkv), kh[:, :, :e], _block(mask, i, e), scale)
+        m = jnp.max(x, axis=-1, keepdims=True)
+        p = jnp.exp(x - m)
+        inv_l = 1.0 / jnp.sum(p, axis=-1, keepdims=True)
+        o = jnp.einsum("bkqs,bksd->bkqd", p.astype(v.dtype), vh[:, :, :e])
+        outs.append(_query_tokens(o * inv_l.astype(v.dtype), e - i, hq))
+        stats.append((m, inv_l))
+    out = jnp.concatenate(outs, axis=1)
+    return out, (q, k, v, mask, out, stats)
+
+
+def _blocked_backward(scale, block, residuals, d_out):
+    q, k, v, mask, out, stats = residuals
+    t, hq, hkv = q.shape[1], q.shape[2], k.shape[2]
+    kh, vh = _heads_major(k), _heads_major(v)
+    dq, dk, dv = [], jnp.zeros(kh.shape, jnp.float32), jnp.zeros(vh.shape, jnp.float32)
+    for (i, e), (m, inv_l) in zip(_block_ranges(t, block), stats):
+        qg, dog, og = (_query_groups(x[:, i:e], hkv) for x in (q, d_out, out))
+        block_mask = _block(mask, i, e)
+        p = jnp.exp(_scores(qg, kh[:, :, :e], block_mask, scale) - m) * inv_l
+        dp = jnp.einsum("bkqd,bksd->bkqs", dog, vh[:, :, :e], preferred_element_type=jnp.float32)
+        row = jnp.sum(dog.astype(jnp.float32) * og, axis=-1, keepdims=True)
+        # A padding row's uniform p must not reach q or k: hidden scores get no gradient.
+        ds = _where_visible(block_mask, p * (dp - row) * scale, 0.0)
+        dq.append(_query_tokens(jnp.einsum("bkqs,bksd->bkqd", ds, kh[:, :, :e]), e - i, hq))
+        dk = dk.at[:, :, :e].add(jnp.einsum("bkqs,bkqd->bksd", ds, qg))
+        dv = dv.at[:, :, :e].add(jnp.einsum("bkqs,bkqd->bksd", p, dog))
+    dq = jnp.concatenate(dq, axis=1).astype(q.dtype)
+    return dq, _heads_major(dk).astype(k.dtype), _heads_major(dv).astype(v.dtype), None
+
+
+_causal_blocks.defvjp(_blocked_forward, _blocked_backward)
 
 
 def cudnn_attention(q, k, v, mask, scale):

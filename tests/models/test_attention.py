@@ -150,6 +150,47 @@ def test_causal_blocks_skip_only_masked_keys():
     np.testing.assert_allclose(np.asarray(short)[0, 0], v[0, :3].mean(0).repeat(2, 0), atol=1e-5)
 
 
+def test_causal_blocks_gradient_equals_the_plain_softmax_gradient():
+    """The blocked path's hand-written backward (P rebuilt from the saved row max and sum,
+    dS = P * (dP - rowsum(dO * O))) against autodiff through the plain softmax path: GQA,
+    left padding, two packed segments, 4 blocks (the last short). Padding queries' outputs
+    are unused in a model, so their cotangent is 0 here; their scores must not leak
+    gradient into q or k either (checked by a cotangent on them for dv only)."""
+    from r1v2_jax.models.attention import xla_attention
+
+    rng = np.random.default_rng(7)
+    t = 11
+    q, w = rng.standard_normal((2, 2, t, HQ, D)).astype(np.float32)
+    k, v = rng.standard_normal((2, 2, t, HKV, D)).astype(np.float32)
+    valid = np.ones((2, t), bool)
+    valid[1, :3] = False
+    seg = np.array([[1] * 5 + [2] * 6, [1] * 7 + [2] * 4])
+    mask = jnp.asarray(mask_reference(np.tile(np.arange(t), (2, 1)), valid, seg, seg))
+    w[1, :3] = 0.0  # padding queries: no cotangent
+    scale = 0.7
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(fn(q, k, v) * w)
+
+    blocked = jax.grad(loss(lambda q, k, v: attention(q, k, v, mask, scale=scale,
+                                                      causal_block=3)), argnums=(0, 1, 2))
+    plain = jax.grad(loss(lambda q, k, v: xla_attention(q, k, v, mask, scale)), argnums=(0, 1, 2))
+    for name, got, want in zip("qkv", blocked(q, k, v), plain(q, k, v)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5,
+                                   err_msg=f"d{name}")
+    # A cotangent on a padding query: its output (a uniform average of its block's values)
+    # reaches v only; q and k get nothing from it.
+    w_pad = np.zeros_like(w)
+    w_pad[1, 0] = 1.0
+    dq, dk, dv = jax.grad(lambda q, k, v: jnp.sum(attention(q, k, v, mask, scale=scale,
+                                                            causal_block=3) * w_pad),
+                          argnums=(0, 1, 2))(q, k, v)
+    assert not np.asarray(dq).any() and not np.asarray(dk).any()
+    want_dv = np.zeros_like(v)
+    want_dv[1, :3] = w_pad[1, 0].reshape(HKV, 2, D).sum(1) / 3  # 2 queries per KV head
+    np.testing.assert_allclose(np.asarray(dv), want_dv, atol=1e-6)
+
+
 def test_causal_blocks_start_above_one_block_and_need_self_attention():
     """T = 1 block + 1 runs the blocked path (a padding query averages the first block's
     values, not all 4), T = 1 block the plain one (every value); keys != queries is an error."""
