@@ -1,6 +1,7 @@
 """`make mutants`: mutation testing (mutmut 2) of the core modules, each against its own tests.
 
-    python tests/mutation/run.py [--again | --report] [GROUP ...]   (default: every group)
+    python tests/mutation/run.py [--again [--ids=N,N...] | --report] [GROUP ...]
+                                                                   (default: every group)
 
 mutmut 2 writes each mutant into the source file, so everything happens in a copy of the
 working tree (MUTANTS_DIR, default /tmp/r1v2-mutants-$USER, recreated each run): the
@@ -11,8 +12,10 @@ Results: MUTANTS_DIR/results.md, a table per group and the diff of every survivo
 the table and each survivor's verdict (killed later / equivalent, and why) in docs/testing.md.
 `--again` keeps the previous copy and its mutmut cache, refreshes the files from the working
 tree and runs again: killed mutants stay killed, the others are tested against the current
-tests (how a survivor is shown killed by a test written after the first run).  `--report` only
-prints the table and survivors of the named groups from MUTANTS_DIR's cache.
+tests (how a survivor is shown killed by a test written after the first run); `--ids` runs
+only those mutant ids of the group (`mutmut run ID`, e.g. the survivors a new test is for,
+not the ones argued equivalent).  `--report` only prints the table and survivors of the
+named groups from MUTANTS_DIR's cache.
 Not part of CI: several minutes per group on a laptop.
 """
 
@@ -60,15 +63,46 @@ _REWARDS = "r1v2_jax/rl/rewards.py"
 _reward_formulas = _blocks({_REWARDS: [(r"^def format_reward", r"return 1\.0 if text\.split"),
                                        (r"^class RewardModelScorer", r"return \(a_rule \+ a_rm\)")]})
 _reward_pool = _blocks({_REWARDS: [(r"^def _worker_main", r"self\.close\(\)$")]})
-# RoPE + the attention module of Qwen2, and the attention backends that run on CPU (the
-# cuDNN / splash bodies need a GPU / TPU; only their dispatch is mutated)
+# RoPE + the attention module of Qwen2, and the attention backends that run on CPU: the
+# mask, the plain path, the causal blocks (forward and hand-written backward) and the
+# dispatch (the cuDNN / splash bodies need a GPU / TPU; only their dispatch is mutated)
 _rope_attention = _blocks({
     "r1v2_jax/models/qwen2.py": [(r"^def apply_rope", r"return out, cache_k, cache_v")],
-    "r1v2_jax/models/attention.py": [(r"^_NEG_INF", r"return out\.reshape"),
-                                     (r"^def causal_blocked_attention",
-                                      r"for i in range\(0, t, block\)"),
+    "r1v2_jax/models/attention.py": [(r"^_NEG_INF", r"^_causal_blocks\.defvjp"),
                                      (r"^def attention\(", r"raise ValueError")]})
 
+
+# grpo_loss: the whole parity + property suite of the two files takes ~4 min; this
+# selection (~1 min) keeps the fast hand-computed files first and one parity case per
+# (policy loss, IS level) and per (clip, KL) option, every aggregation among them
+_L = "tests/losses/"
+_GRPO_LOSS_TESTS = [
+    _L + "test_grpo_loss_errors.py", _L + "test_grpo_loss_defaults.py",
+    _L + "test_grpo_loss_edges.py",
+    *(_L + "test_grpo_loss_properties.py::" + t for t in (
+        "test_hand_computed_positive_and_negative_advantage",
+        "test_hand_computed_aggregations_and_kl",
+        "test_masked_tokens_get_zero_gradient_even_with_garbage")),
+    *(_L + "test_policy_loss_properties.py::" + t for t in (
+        "test_gspo_equals_grpo_when_every_sequence_has_length_one",
+        "test_cispo_gradient_never_vanishes_for_clipped_tokens",
+        "test_unknown_names_and_bad_combinations_raise")),
+    *(_L + f"test_grpo_loss_parity.py::test_matches_trl[{c}]" for c in (
+        "k3_bias_corrected-dual_clip-grpo", "k3_bias_corrected-dual_clip-bnpo",
+        "k3_bias_corrected-dual_clip-dr_grpo", "k3_bias_corrected-dual_clip-dapo",
+        "k1-clip_higher-grpo", "k2-clip_higher-bnpo", "no_kl-symmetric-dr_grpo")),
+    *(_L + "test_grpo_loss_parity.py::" + t for t in (
+        "test_dual_clip_equals_trl_delta_when_above_one_plus_eps_high",
+        "test_importance_weights_scale_policy_term_only",
+        "test_on_policy_old_none_matches_trl_detached_old",
+        "test_dapo_num_items_in_batch_matches_trl")),
+    *(_L + f"test_policy_loss_parity.py::test_matches_reference[{c}]" for c in (
+        "grpo-token-grpo-k3", "grpo-sequence-bnpo-no_kl", "grpo-sequence_token-dapo-k3",
+        "cispo-token-dr_grpo-k3", "cispo-sequence-grpo-no_kl", "cispo-sequence_token-bnpo-k3",
+        "sapo-token-dapo-no_kl", "sapo-sequence-dr_grpo-k3", "sapo-sequence_token-grpo-k3",
+        "gmpo-token-bnpo-k3", "clip_cov-token-dapo-k3", "kl_cov-token-dr_grpo-k3")),
+    _L + "test_policy_loss_parity.py::test_entropy_bonus_and_high_entropy_mask_match_verl_and_trl[grpo]",
+]
 
 # name: (modules, pytest arguments, line selector or None)
 GROUPS = {
@@ -107,8 +141,7 @@ GROUPS = {
     "logprobs": (["r1v2_jax/losses/logprobs.py"], ["tests/losses/test_token_logprobs_edges.py",
                                                       "tests/losses/test_token_logprobs.py"], None),
     "grpo_loss": (["r1v2_jax/losses/grpo.py", "r1v2_jax/losses/policy_losses.py"],
-                  ["tests/losses/test_grpo_loss_parity.py",
-                   "tests/losses/test_grpo_loss_properties.py"], None),
+                  _GRPO_LOSS_TESTS, None),
     "preference": (["r1v2_jax/losses/preference.py", "r1v2_jax/losses/mpo.py"],
                    ["tests/losses/test_preference_edges.py",
                     "tests/losses/test_preference_losses.py"], None),
@@ -129,7 +162,7 @@ def copy_tree(dest: Path, fresh: bool = True) -> None:
             shutil.copy2(REPO / f, dest / f)
 
 
-def run_group(name: str, dest: Path, log) -> float:
+def run_group(name: str, dest: Path, log, ids: tuple[str, ...] = ()) -> float:
     modules, tests, selector = GROUPS[name]
     pytest = " ".join(shlex.quote(a) for a in
                       [PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
@@ -158,10 +191,13 @@ def run_group(name: str, dest: Path, log) -> float:
                        "'hash_of_tests')")
     t0 = time.time()
     log(f"[mutants] {name}: {' '.join(modules)} against {' '.join(tests)}")
-    proc = subprocess.run(cmd, cwd=dest, capture_output=True, text=True)
-    (dest / f"{name}.log").write_text(proc.stdout + proc.stderr)
-    if "don't run cleanly" in proc.stdout + proc.stderr or proc.returncode not in range(0, 64):
-        log(f"[mutants] {name}: mutmut failed (rc {proc.returncode}); see {dest / name}.log")
+    for one in [[]] if not ids else [[i] for i in ids]:
+        proc = subprocess.run(cmd + one, cwd=dest, capture_output=True, text=True)
+        with open(dest / f"{name}.log", "w" if not one or one[0] == ids[0] else "a") as f:
+            f.write(proc.stdout + proc.stderr)
+        out = proc.stdout + proc.stderr
+        if "don't run cleanly" in out or proc.returncode not in range(0, 64):
+            log(f"[mutants] {name}: mutmut failed (rc {proc.returncode}); see {dest / name}.log")
     return time.time() - t0
 
 
@@ -200,7 +236,13 @@ def results(dest: Path, names: list[str], seconds: dict[str, float]) -> str:
 
 def main(argv: list[str]) -> int:
     again, report = "--again" in argv, "--report" in argv
-    names = [a for a in argv if a not in ("--again", "--report")] or list(GROUPS)
+    ids = tuple(i for a in argv if a.startswith("--ids=") for i in a[6:].split(",") if i)
+    if ids and not again:
+        raise SystemExit("mutants: --ids needs --again (ids of a previous run's cache)")
+    names = [a for a in argv if a not in ("--again", "--report") and not a.startswith("--ids=")]
+    names = names or list(GROUPS)
+    if ids and len(names) != 1:
+        raise SystemExit("mutants: --ids needs exactly one group")
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
         raise SystemExit(f"mutants: unknown group(s) {unknown}; known: {list(GROUPS)}")
@@ -218,7 +260,7 @@ def main(argv: list[str]) -> int:
     log = lambda s: print(s, flush=True)  # noqa: E731
     seconds = {}
     for name in names:
-        seconds[name] = run_group(name, dest, log)
+        seconds[name] = run_group(name, dest, log, ids)
         (dest / "results.md").write_text(results(dest, names[:names.index(name) + 1], seconds))
         log(f"[mutants] {name}: {seconds[name] / 60:.1f} min; table in {dest / 'results.md'}")
     print((dest / "results.md").read_text())

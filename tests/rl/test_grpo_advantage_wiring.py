@@ -8,10 +8,12 @@ scorer handed out, grouped by prompt uid: a reward attached to another response,
 boundary in the wrong place or an advantage attached to the wrong sample all fail.
 """
 
+import time
 import zlib
 
 import jax
 import numpy as np
+import pytest
 
 from r1v2_jax.demo.pipeline import build_context
 from r1v2_jax.models import init_params
@@ -50,7 +52,11 @@ def test_each_sample_gets_its_own_groups_advantage(tmp_path):
                           tokenizer=ctx.tokenizer, prompt=ctx.prompt, train=ctx.train,
                           heldout=ctx.heldout, score=score, workdir=str(tmp_path),
                           log=lambda _: None)
-    trainer.train_step()
+    t0 = time.time()
+    record = trainer.train_step()
+    wall = time.time() - t0
+    # the rollout's share of the step: a duration inside the step, not a time stamp
+    assert 0 < record["rollout/seconds"] <= wall and 0 < record["rollout/time_share"] <= 1
 
     by_uid = {}
     for uid, text, r in given:
@@ -70,3 +76,9 @@ def test_each_sample_gets_its_own_groups_advantage(tmp_path):
         expected = (g / (g - 1) * (e.sample.reward - group.mean())
                     / (group.std(ddof=STD_DDOF) + ADV_EPS))
         np.testing.assert_allclose(e.sample.advantage, expected, rtol=1e-4, atol=1e-5)
+
+    # an unknown estimator name fails naming the config key (the rollout is already compiled)
+    trainer.cfg.grpo.advantage_estimator = "bogus"
+    with pytest.raises(ValueError, match=r"^config\.grpo\.advantage_estimator: unknown "
+                                         r"advantage estimator 'bogus'"):
+        trainer.train_step()
