@@ -102,3 +102,18 @@ def test_per_token_advantages_constant_in_a_row_equal_per_row_ones(policy_loss):
     np.testing.assert_allclose(float(tok_loss), float(row_loss), rtol=1e-6)
     for key in row_m:
         np.testing.assert_allclose(float(tok_m[key]), float(row_m[key]), rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("policy_loss, options", [
+    ("grpo", {}), ("clip_cov", dict(cov_selection=jnp.zeros((2, 2)))),
+    ("cispo", dict(cispo_max=2.0)),
+])
+def test_a_ratio_exactly_on_a_clip_bound_is_not_clipped(policy_loss, options):
+    """Bounds 1 - 0.5 and 1 + 1.0 (exact in fp32, as exp(log 0.5) and exp(log 2) are): TRL
+    counts rho < 1 - eps_low and rho > 1 + eps_high (cispo: rho > cispo_max), strictly."""
+    logps = jnp.log(jnp.asarray([[2.0, 0.5], [0.5, 2.0]], jnp.float32))
+    _, metrics = grpo_loss(logps, jnp.zeros((2, 2)), None, jnp.asarray([1.0, -1.0]),
+                           jnp.ones((2, 2)), policy_loss=policy_loss, eps_low=0.5, eps_high=1.0,
+                           **options)
+    assert float(metrics["ratio_mean"]) == 1.25  # the ratios are exactly 2 and 0.5
+    assert float(metrics["clip_frac_low"]) == 0.0 and float(metrics["clip_frac_high"]) == 0.0
