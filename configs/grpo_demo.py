@@ -29,14 +29,15 @@ def get_config(arg=None):
     c.vision = ml_collections.ConfigDict(dict(
         steps=300, batch_size=64, lr=3e-3, warmup=20, seed=1000, eval_scenes=256))
     c.warmstart = ml_collections.ConfigDict(dict(
-        steps=250, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
+        steps=600, batch_size=32, micro_batch_size=32, lr=3e-3, warmup=10, trainable="all",
         seed=0,
         # a distilled reasoning model's traces mix behaviours of different quality: this
         # share guesses at once ("guess."), right with probability shortcut_correct; the
-        # rest describe and count (data/synthetic.TraceMix). Off by default: at 0.6 / 0.5
-        # the careful path was undertrained (no better than the guess) and GRPO did not
-        # reach +10 (docs/demo.md, "A warm start with two behaviours")
-        traces=dict(shortcut_rate=0.0, shortcut_correct=0.5, seed=0)))
+        # rest describe and count (data/synthetic.TraceMix). Above one half, so the greedy
+        # warm start guesses; a guess mostly wrong, so the reward tells the behaviours
+        # apart; 600 steps, so the careful 40% is learned (docs/demo.md, "A warm start with
+        # two behaviours": at 0.6 / 0.5 and 250 steps the careful path was no better)
+        traces=dict(shortcut_rate=0.6, shortcut_correct=0.1, seed=0)))
     c.rm.update(steps=150)
     c.rollout.update(prompts_per_step=48, num_generations=8, max_new_tokens=64, temperature=1.0,
                      eval_batch_size=64)
@@ -45,7 +46,7 @@ def get_config(arg=None):
     # a one-bit reward needs large update batches at a low lr: 16 prompts per step at 3e-4
     # drifted instead of learning (docs/demo.md, "Diagnosis")
     c.grpo.update(micro_batch_size=64, mini_batch_size=0, beta=0.0, eps_high=0.28)
-    c.optim.update(lr=1e-4, warmup_steps=3, schedule="cosine", total_steps=20)
+    c.optim.update(lr=2e-4, warmup_steps=3, schedule="cosine", total_steps=20)
     c.train.update(steps=20, trainable="llm+adapter", eval_every=10, checkpoint_every=10,
                    keep_checkpoints=2, progress_bar=True)
     if arg == "smoke":
