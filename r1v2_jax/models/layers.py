@@ -22,6 +22,17 @@ def param_with_axes(module: nn.Module, name: str, init: Initializer, shape: Sequ
     return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
 
 
+def as_rows(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+    """fn applied to x viewed as [tokens, channels], reshaped back.
+
+    For every op that broadcasts a per-channel parameter over the tokens (norm scales,
+    biases, layer scales): the parameter's gradient is then a reduction of a 2-D array
+    over its rows. Left 3-D, a batch of one makes it a reduction of [1, T, C] over T, which
+    XLA's CPU backend (jax 0.10, YNNPACK reductions) runs ~75x slower (10 ms vs 0.13 ms
+    at 2048 x 256; docs/benchmarks.md)."""
+    return fn(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1] + (-1,))
+
+
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * scale, computed in fp32."""
 
@@ -34,11 +45,14 @@ class RMSNorm(nn.Module):
     def __call__(self, x):
         scale = param_with_axes(self, "scale", nn.initializers.ones, (x.shape[-1],),
                                 self.param_dtype, (self.axis_name,))
-        x32 = x.astype(jnp.float32)
-        var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-        y = x32 * jax.lax.rsqrt(var + self.eps)
-        # Reference order: normalise in fp32, cast to the input dtype, then scale.
-        return (scale.astype(self.dtype) * y.astype(self.dtype)).astype(self.dtype)
+
+        def norm(rows):
+            x32 = rows.astype(jnp.float32)
+            y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+            # Reference order: normalise in fp32, cast to the input dtype, then scale.
+            return (scale.astype(self.dtype) * y.astype(self.dtype)).astype(self.dtype)
+
+        return as_rows(norm, x)
 
 
 class LayerNorm(nn.Module):
@@ -56,12 +70,15 @@ class LayerNorm(nn.Module):
                                 (self.axis_name,))
         bias = param_with_axes(self, "bias", nn.initializers.zeros, (dim,), self.param_dtype,
                                (self.axis_name,))
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-        return y.astype(self.dtype)
+
+        def norm(rows):
+            x32 = rows.astype(jnp.float32)
+            mean = jnp.mean(x32, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+            y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+            return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+        return as_rows(norm, x)
 
 
 def make_norm(norm_type: str, eps: float, dtype: Dtype, param_dtype: Dtype, axis_name: str,
@@ -109,14 +126,14 @@ class Dense(nn.Module):
         # One 2D matmul [tokens, fan_in] x [fan_in, fan_out]: the weight gradient then
         # contracts a single axis. With the leading axes kept separate, XLA's CPU backend
         # emits the backward (contracting batch and time together) about 2x slower.
+        # The bias is added to the 2-D product too (see `as_rows`).
         lead = x.shape[:x.ndim - n_in]
         y = jnp.dot(x.reshape(-1, fan_in), kernel.reshape(fan_in, -1))
-        y = y.reshape(lead + tuple(self.out_shape))
         if self.use_bias:
             bias = param_with_axes(self, "bias", nn.initializers.zeros, self.out_shape,
                                    self.param_dtype, self.out_axes)
-            y = y + bias.astype(self.dtype)
-        return y
+            y = y + bias.astype(self.dtype).reshape(-1)
+        return y.reshape(lead + tuple(self.out_shape))
 
 
 def _prod(xs) -> int:

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from r1v2_jax.models.attention import attention
 from r1v2_jax.models.config import VLMConfig
-from r1v2_jax.models.layers import Dense, gelu_exact, make_norm, param_with_axes, scan_layers
+from r1v2_jax.models.layers import (Dense, as_rows, gelu_exact, make_norm, param_with_axes,
+                                    scan_layers)
 
 
 def resize_position_embedding(pos: jax.Array, grid: int) -> jax.Array:
@@ -93,9 +94,9 @@ class PatchEmbed(nn.Module):
                                self.param_dtype, ("vit_embed",))
         n, h, w, ch = x.shape
         x = x.reshape(n, h // p, p, w // p, p, ch).transpose(0, 1, 3, 2, 4, 5)
-        x = x.reshape(n, h // p, w // p, p * p * ch).astype(self.dtype)
-        y = x @ kernel.reshape(p * p * ch, self.features).astype(self.dtype)
-        return y + bias.astype(self.dtype)
+        x = x.reshape(-1, p * p * ch).astype(self.dtype)  # 2-D, as `Dense` and `as_rows`
+        y = x @ kernel.reshape(p * p * ch, self.features).astype(self.dtype) + bias.astype(self.dtype)
+        return y.reshape(n, h // p, w // p, self.features)
 
 
 class VisionAttention(nn.Module):
@@ -135,10 +136,10 @@ class VisionLayer(nn.Module):
                               ("vit_embed",))
         ls2 = param_with_axes(self, "ls2", nn.initializers.constant(0.1), (vc.hidden_size,), pdtype,
                               ("vit_embed",))
-        y = x + ls1.astype(dtype) * VisionAttention(self.config, name="attn")(norm("norm1")(x))
-        h = norm("norm2")(y)
-        h = VisionMLP(self.config, name="mlp")(h)
-        y = y + ls2.astype(dtype) * h
+        attn = VisionAttention(self.config, name="attn")(norm("norm1")(x))
+        y = x + as_rows(lambda rows: ls1.astype(dtype) * rows, attn)
+        h = VisionMLP(self.config, name="mlp")(norm("norm2")(y))
+        y = y + as_rows(lambda rows: ls2.astype(dtype) * rows, h)
         # Layers past `select_layer` are carried through unchanged.
         return jnp.where(active, y, x), None
 

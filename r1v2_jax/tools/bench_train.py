@@ -111,8 +111,8 @@ def jax_train_step(config, params, ids, pixels, mask, lr: float):
                             jnp.asarray(mask)))
 
     def loss_fn(p, ids, pixels, mask):
-        logps = sequence_token_logps(config, p, ids, jnp.ones_like(ids), pixels,
-                                     chunk_size=ids.shape[1])
+        # The trainers' default log-prob chunk (512 positions), not a bench-only setting.
+        logps = sequence_token_logps(config, p, ids, jnp.ones_like(ids), pixels)
         return -jnp.sum(logps * mask) / jnp.sum(mask)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
