@@ -104,7 +104,10 @@ def token_logprobs(
     @jax.checkpoint
     def one_chunk(xs):
         h, t = xs
-        logits = jnp.einsum("bce,ev->bcv", h, lm_head_kernel, preferred_element_type=jnp.float32)
+        # One 2-D matmul [B*chunk, E] x [E, V]: XLA's CPU backend runs the 3-D einsum's
+        # forward + backward ~2.5x slower (its weight gradient contracts two axes).
+        logits = jnp.dot(h.reshape(-1, embed), lm_head_kernel,
+                         preferred_element_type=jnp.float32).reshape(h.shape[:2] + (-1,))
         return _target_logp_and_entropy(logits / temperature, t, return_entropy)
 
     logps, entropy = jax.lax.map(one_chunk, (hidden_chunks, target_chunks))
