@@ -6,9 +6,10 @@ input gradient and again for the weight gradient. Counted exactly as the model c
   vision   patch embedding on tiles*P patches; every layer on tiles*(P+1) tokens (layers past
            `select_layer` run too); attention scores 4*tiles*(P+1)^2*C per layer;
   adapter  fc1, fc2 on tiles*P*r^2 tokens;
-  text     every layer on B*T tokens, attention scores 4*B*T^2*Hq*D per layer (the full
-           matrix: the XLA path computes masked entries too), the LM head on B*(T-1) tokens
-           (log-probs of the next token).
+  text     every layer on B*T tokens, attention scores 4*B*N*Hq*D per layer, N the (query,
+           key) pairs computed: T^2 for the plain XLA path (masked entries too), fewer with
+           causal blocks (`attention_pairs`), the LM head on B*(T-1) tokens (log-probs of the
+           next token).
 
 Elementwise work (norms, softmax, RoPE, activations) is left out, as usual for MFU.
 
@@ -50,6 +51,18 @@ def vision_layer_matmul_params(config: VLMConfig) -> int:
     return 4 * vc.hidden_size ** 2 + 2 * vc.hidden_size * vc.intermediate_size
 
 
+def attention_pairs(config: VLMConfig, seq_len: int) -> int:
+    """(query, key) pairs the text attention computes per head and sequence. The XLA path
+    with causal blocks (T > `causal_block`): block [i, e) of queries against keys [0, e).
+    Otherwise the full T x T matrix (the flash kernels skip masked tiles, but their tiling
+    is theirs: counted in full, as the usual MFU convention does)."""
+    block = config.causal_block
+    if config.attention_impl != "xla" or not block or seq_len <= block:
+        return seq_len * seq_len
+    return sum((min(i + block, seq_len) - i) * min(i + block, seq_len)
+               for i in range(0, seq_len, block))
+
+
 def forward_flops(config: VLMConfig, batch: int, seq_len: int, tiles: int) -> ForwardFlops:
     """One forward of `batch` sequences of `seq_len` tokens holding `tiles` image tiles in all."""
     vc, tc = config.vision, config.text
@@ -65,7 +78,7 @@ def forward_flops(config: VLMConfig, batch: int, seq_len: int, tiles: int) -> Fo
     tokens = batch * seq_len
     text_layers = tc.num_hidden_layers * (
         2 * tokens * text_layer_matmul_params(config)
-        + 4 * batch * seq_len ** 2 * tc.num_attention_heads * tc.head_dim)
+        + 4 * batch * attention_pairs(config, seq_len) * tc.num_attention_heads * tc.head_dim)
     lm_head = 2 * batch * (seq_len - 1) * e * tc.vocab_size
     return ForwardFlops(float(vision), float(adapter), float(text_layers), float(lm_head))
 

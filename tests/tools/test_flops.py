@@ -63,6 +63,27 @@ def test_forward_flops_match_xla():
     assert ours <= xla <= 1.04 * ours, (ours, xla)
 
 
+def test_causal_blocks_count_the_pairs_they_compute():
+    """T = 40 in blocks of 16: 16*16 + 16*32 + 8*40 = 1088 pairs, not 1600; T <= one block,
+    or another attention kernel: T^2. A text-only forward at T = 512 in blocks of 32
+    (139,264 pairs instead of 262,144: the full count would be ~8% too high) matches XLA's."""
+    from r1v2_jax.tools.flops import attention_pairs
+
+    config = CONFIG.replace(causal_block=16)
+    assert attention_pairs(config, 40) == 1088
+    assert attention_pairs(config, 16) == 256
+    assert attention_pairs(config.replace(attention_impl="cudnn"), 40) == 1600
+    assert attention_pairs(config.replace(causal_block=0), 40) == 1600
+    config, t = CONFIG.replace(causal_block=32), 512
+    assert attention_pairs(config, t) == 32 * 32 * sum(range(1, 17))
+    ids = jnp.full((B, t), 11, jnp.int32)
+    loss = lambda p: -jnp.sum(sequence_token_logps(config, p, ids, jnp.ones_like(ids),
+                                                   chunk_size=t))  # noqa: E731
+    ours = forward_flops(config, B, t, 0).total
+    xla = _xla_flops(loss, abstract_params(config))
+    assert ours <= xla <= 1.04 * ours, (ours, xla)
+
+
 @pytest.mark.parametrize("parts", [("vision", "adapter", "text"), ("adapter",), ("text", "adapter")])
 def test_backward_flops_match_xla(parts):
     ids, pixels = _inputs()
