@@ -199,9 +199,10 @@ def test_causal_blocks_start_above_one_block_and_need_self_attention():
     v = rng.standard_normal((1, 7, HKV, D)).astype(np.float32)
     valid = np.arange(7)[None] >= 1  # query 0 is padding: it sees no key
     mask = mask_reference(np.arange(7)[None], valid)
-    for t, seen in ((7, 3), (4, 3), (3, 3)):
+    # (7, 5): a block larger than the 4 query heads, so the test reads T, not the heads
+    for t, block, seen in ((7, 3, 3), (4, 3, 3), (3, 3, 3), (7, 5, 5)):
         out = attention(q[:, :t], jnp.asarray(v[:, :t]), jnp.asarray(v[:, :t]),
-                        jnp.asarray(mask[:, :t, :t]), causal_block=3)
+                        jnp.asarray(mask[:, :t, :t]), causal_block=block)
         np.testing.assert_allclose(np.asarray(out)[0, 0], v[0, :seen].mean(0).repeat(2, 0),
                                    atol=1e-5, err_msg=f"T={t}")
     with pytest.raises(ValueError, match=r"^causal blocks need self-attention, got 7 queries, "
