@@ -24,7 +24,9 @@ test: setup
 
 # Mutation testing of the core modules, each against its own tests, in a copy of the tree
 # (MUTANTS_DIR, default /tmp/r1v2-mutants-<user>); not part of CI. MUTANTS="ssb batching"
-# runs some groups (tests/mutation/run.py lists them); verdicts go to docs/testing.md.
+# runs some groups (tests/mutation/run.py lists them), MUTANTS="--again GROUP" re-tests its
+# survivors, MUTANTS="--again --ids=N,N GROUP" only those mutants; verdicts go to
+# docs/testing.md. Never run mutmut in MUTANTS_DIR while a run is going (it hangs).
 MUTANTS ?=
 mutants: $(VENV)/.mutants-installed
 	$(BIN)/python tests/mutation/run.py $(MUTANTS)
