@@ -117,3 +117,24 @@ def test_a_ratio_exactly_on_a_clip_bound_is_not_clipped(policy_loss, options):
                            **options)
     assert float(metrics["ratio_mean"]) == 1.25  # the ratios are exactly 2 and 0.5
     assert float(metrics["clip_frac_low"]) == 0.0 and float(metrics["clip_frac_high"]) == 0.0
+
+
+@pytest.mark.parametrize("t", [5, 2])
+def test_gmpo_uses_the_rows_mean_per_token_advantage(t):
+    """gmpo takes one advantage per sequence (its sign picks the clip side): per-token
+    advantages that vary inside a row (zero-mean offsets on its tokens, one flipping a
+    token's sign where the log-ratio 0.5 is beyond eps_high) give the loss of the means."""
+    rng = np.random.default_rng(8)
+    logps = rng.normal(-1.0, 0.3, (3, t)).astype(np.float32)
+    old = (logps + rng.normal(0.0, 0.3, (3, t))).astype(np.float32)
+    lengths = np.array([t, 2, 1])
+    mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+    adv = np.array([0.9, -1.2, 0.6], np.float32)
+    offsets = np.zeros((3, t), np.float32)
+    old[0, 1] = logps[0, 1] - 0.5
+    offsets[0, :2], offsets[1, :2] = [1.5, -1.5], [-0.4, 0.4]  # 2.4 and -0.6 in row 0
+    per_token = adv[:, None] + offsets
+    args = (jnp.asarray(logps), jnp.asarray(old), None)
+    row, _ = grpo_loss(*args, jnp.asarray(adv), jnp.asarray(mask), policy_loss="gmpo")
+    tok, _ = grpo_loss(*args, jnp.asarray(per_token), jnp.asarray(mask), policy_loss="gmpo")
+    np.testing.assert_allclose(float(tok), float(row), rtol=1e-6)
