@@ -150,9 +150,9 @@ def _count_prompt_tokens(tagged: str, tiles, prompt, tokenizer) -> int:
 
 def _prompt_tokens(text_field: str, text: str, tiles, tokenizer, rules, source) -> int | None:
     tagged = ensure_image_tags(text, len(tiles), rules.prompt.image_tag)
-    try:
-        full = prompt_text(tagged, tiles, rules.prompt,
-                           tokenizer.names if tokenizer is not None else SpecialTokenNames())
+    try:  # built only to check the image tags (the count below needs no full prompt)
+        prompt_text(tagged, tiles, rules.prompt,
+                    tokenizer.names if tokenizer is not None else SpecialTokenNames())
     except ValueError as err:
         raise RecordError(source, text_field, "image_tags", str(err)) from err
     if tokenizer is None:
