@@ -94,14 +94,18 @@ def remove_orbax_tmp(target: epath.Path, *, settle_s: float = 0.2, max_s: float 
     The failure surfaces from the first write that fails while TensorStore may still be
     finishing other writes, and objects kept alive by the traceback flush their pending
     writes (the OCDBT manifest) when collected: either re-creates the folder after it was
-    removed. So collect, remove, and repeat until it stays gone for `settle_s`.
+    removed, or lands in a folder while it is being removed. So collect, remove, and repeat
+    until it stays gone for `settle_s`.
     """
     pattern = f"{target.name}.orbax-checkpoint-tmp*"
     deadline = time.monotonic() + max_s
     while True:
         gc.collect()
         for tmp in target.parent.glob(pattern):
-            tmp.rmtree(missing_ok=True)
+            try:
+                tmp.rmtree(missing_ok=True)
+            except OSError:  # a late write landed in a folder being removed: next round
+                pass
         time.sleep(settle_s)
         if not any(target.parent.glob(pattern)) or time.monotonic() > deadline:
             return

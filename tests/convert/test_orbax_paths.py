@@ -72,6 +72,33 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
 
 
 @QUIET
+def test_failed_save_cleans_up_when_a_late_write_races_the_removal(tmp_path, monkeypatch):
+    """orbax's writer threads can add a file to the temporary folder while it is being
+    removed ("Directory not empty"): the clean-up retries instead of raising that."""
+    import errno
+
+    from etils import epath
+
+    path_type = type(epath.Path(tmp_path))
+    rmtree = path_type.rmtree
+    calls = []
+
+    def racing_rmtree(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 1:
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", str(self))
+        return rmtree(self, *args, **kwargs)
+
+    monkeypatch.setattr(path_type, "rmtree", racing_rmtree)
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config()
+    with pytest.raises(ValueError, match="object"):
+        save_jax_checkpoint(config, _poisoned(random_params(config)), "new/ckpt")
+    assert len(calls) >= 2 and calls[0].startswith("params.orbax-checkpoint-tmp")
+    assert _tree(tmp_path) == ["new"]
+
+
+@QUIET
 def test_failed_reward_model_save_leaves_no_backbone(tmp_path):
     config = tiny_config()
     params = random_params(config)
