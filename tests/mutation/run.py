@@ -192,8 +192,13 @@ def run_group(name: str, dest: Path, log, ids: tuple[str, ...] = ()) -> float:
                        "'hash_of_tests')")
     t0 = time.time()
     log(f"[mutants] {name}: {' '.join(modules)} against {' '.join(tests)}")
+    # XLA's persistent compilation cache: a mutant changes one function, so every other
+    # program the tests compile is a cache hit (the grpo_loss selection: 45 s -> 19 s)
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(dest / ".jax-cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     for one in [[]] if not ids else [[i] for i in ids]:
-        proc = subprocess.run(cmd + one, cwd=dest, capture_output=True, text=True)
+        proc = subprocess.run(cmd + one, cwd=dest, capture_output=True, text=True, env=env)
         with open(dest / f"{name}.log", "w" if not one or one[0] == ids[0] else "a") as f:
             f.write(proc.stdout + proc.stderr)
         out = proc.stdout + proc.stderr
