@@ -233,13 +233,17 @@ class TraceMix:
     `shortcut_rate` of the SFT traces skips the description and the count and guesses
     (`shortcut_trace`), right with probability `shortcut_correct`; the rest count carefully
     (`reasoning_trace`). The behaviour is fixed by the first response word, so a policy
-    trained on the mix holds both and chooses between them at its first token."""
+    trained on the mix holds both and chooses between them at its first token.
+    A share `embellish_rate` of the careful traces names one extra shape absent from the
+    image in their description (`embellished_trace`; the count and answer stay right): the
+    hallucination a distilled model's traces carry, which MPO is meant to remove."""
     shortcut_rate: float = 0.0
     shortcut_correct: float = 1.0
     seed: int = 0  # the draw of each example's behaviour (with its index)
+    embellish_rate: float = 0.0
 
     def __post_init__(self):
-        for name in ("shortcut_rate", "shortcut_correct"):
+        for name in ("shortcut_rate", "shortcut_correct", "embellish_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"TraceMix.{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -262,11 +266,39 @@ def shortcut_trace(answer: str) -> str:
     return f"<think>\n{SHORTCUT_OPENER}.\n</think>\n\\boxed{{{answer}}}"
 
 
+def absent_shape(scene: Scene, question_text: str, rng: np.random.Generator) -> Shape:
+    """A shape whose description `hallucinated` flags for this scene and question (an
+    absent colour when there is one, else an absent colour+kind combination)."""
+    def flagged(s):
+        fake = dataclasses.replace(scene, shapes=scene.shapes + (s,))
+        return hallucinated(describe(fake), scene, question_text)
+
+    candidates = [Shape(kind, color, size, 0.0, 0.0, 0.0) for size in SIZES
+                  for color in COLORS for kind in KINDS]
+    candidates = [s for s in candidates if flagged(s)]
+    absent_color = [s for s in candidates if scene.count(color=s.color) == 0]
+    pool = absent_color or candidates
+    if not pool:
+        raise ValueError(f"no shape can be invented for scene {scene.signature()} and question "
+                         f"{question_text!r}")
+    return pool[int(rng.integers(len(pool)))]
+
+
+def embellished_trace(scene: Scene, question: Question, rng: np.random.Generator) -> str:
+    """The careful trace whose description also names an invented shape (`absent_shape`,
+    read as if in the top-left cell); the count and the answer are the image's."""
+    fake = dataclasses.replace(scene, shapes=scene.shapes + (absent_shape(scene, question.text,
+                                                                           rng),))
+    return reasoning_trace(scene, question).replace(describe(scene), describe(fake), 1)
+
+
 def mixed_trace(example: Example, index: int, mix: TraceMix) -> tuple[str, bool]:
     """Example `index`'s warm-start trace under `mix`: (trace, is_shortcut). Deterministic
     in (mix.seed, index), independent of the other examples."""
     rng = np.random.default_rng([mix.seed, index])
     if rng.random() >= mix.shortcut_rate:
+        if mix.embellish_rate > 0 and rng.random() < mix.embellish_rate:
+            return embellished_trace(example.scene, example.question, rng), False
         return reasoning_trace(example.scene, example.question), False
     q = example.question
     answer = q.answer if rng.random() < mix.shortcut_correct else wrong_answer(q, rng)

@@ -117,10 +117,14 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
         ctx.log(f"warning: warm-start traces run up to {over} tokens past "
                 f"rollout.max_new_tokens={int(cfg.rollout.max_new_tokens)}")
     mix = trace_mix(cfg)
-    if mix.shortcut_rate > 0:
-        shortcuts = sum(short for _, short in warmstart_traces(ctx))
+    if mix.shortcut_rate > 0 or mix.embellish_rate > 0:
+        traces = warmstart_traces(ctx)
+        shortcuts = sum(short for _, short in traces)
+        invented = sum(synthetic.hallucinated(t, r.scene, r.question.text)
+                       for (t, short), r in zip(traces, ctx.train_raw) if not short)
         ctx.log(f"[warmstart] {shortcuts}/{len(seqs)} traces take the shortcut (guess, right "
-                f"with probability {mix.shortcut_correct:g}), the rest count carefully")
+                f"with probability {mix.shortcut_correct:g}), the rest count carefully"
+                + (f"; {invented} of those name an invented shape" if mix.embellish_rate else ""))
     examples = [SFTExample(s.ids[:s.prompt_length], s.ids[s.prompt_length:], e.pixel_values)
                 for s, e in zip(seqs, ctx.train)]
     t0 = time.time()
@@ -134,9 +138,11 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
 
 
 def trace_mix(cfg) -> synthetic.TraceMix:
-    """cfg.warmstart.traces: the share of shortcut traces, how often they guess right."""
+    """cfg.warmstart.traces: the share of shortcut traces, how often they guess right, the
+    share of careful traces that name an invented shape."""
     t = cfg.warmstart.traces
-    return synthetic.TraceMix(float(t.shortcut_rate), float(t.shortcut_correct), int(t.seed))
+    return synthetic.TraceMix(float(t.shortcut_rate), float(t.shortcut_correct), int(t.seed),
+                              float(t.embellish_rate))
 
 
 def warmstart_traces(ctx: DemoContext) -> list[tuple[str, bool]]:

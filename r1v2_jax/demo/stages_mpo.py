@@ -25,7 +25,7 @@ from r1v2_jax.rl.rewards import Calibration, calibrate
 from r1v2_jax.rl.rm_trainer import JaxRewardModelScorer
 from r1v2_jax.train.metrics import MetricsWriter
 
-CORRUPTIONS = ("answer", "hallucination", "both")
+CORRUPTIONS = ("answer", "hallucination", "misdescribe", "shortcut", "both")
 STAGE_NAMES = {"mpo": "mpo", "dpo": "dpo", "sft": "sft_pairs"}  # keys of demo/report.py ROWS
 
 
@@ -33,41 +33,48 @@ STAGE_NAMES = {"mpo": "mpo", "dpo": "dpo", "sft": "sft_pairs"}  # keys of demo/r
 wrong_answer = synthetic.wrong_answer  # the corruption "answer" (moved to data/synthetic.py)
 
 
-def absent_shape(scene: synthetic.Scene, question_text: str,
-                 rng: np.random.Generator) -> synthetic.Shape:
-    """A shape whose description `synthetic.hallucinated` flags for this scene and
-    question (an absent colour when there is one, else an absent colour+kind combination)."""
-    def shape(size, color, kind):
-        return synthetic.Shape(kind, color, size, 0.0, 0.0, 0.0)
-
-    def flagged(s):
-        fake = dataclasses.replace(scene, shapes=scene.shapes + (s,))
-        return synthetic.hallucinated(synthetic.describe(fake), scene, question_text)
-
-    candidates = [shape(size, color, kind) for size in synthetic.SIZES
-                  for color in synthetic.COLORS for kind in synthetic.KINDS]
-    candidates = [s for s in candidates if flagged(s)]
-    absent_color = [s for s in candidates if scene.count(color=s.color) == 0]
-    pool = absent_color or candidates
-    if not pool:
-        raise ValueError(f"no shape can be invented for scene {scene.signature()} and question "
-                         f"{question_text!r}")
-    return pool[int(rng.integers(len(pool)))]
+def misdescribed_scene(scene: synthetic.Scene, question_text: str,
+                       rng: np.random.Generator) -> synthetic.Scene:
+    """The scene with one shape's size, colour or kind changed so that `synthetic.hallucinated`
+    flags its description: the policy's own hallucinations look like this (a present shape
+    named wrongly), not like an extra shape, so the reward model must learn both."""
+    options = []
+    for i, shape in enumerate(scene.shapes):
+        for size in synthetic.SIZES:
+            for color in synthetic.COLORS:
+                for kind in synthetic.KINDS:
+                    changed = dataclasses.replace(shape, size=size, color=color, kind=kind)
+                    fake = dataclasses.replace(
+                        scene, shapes=scene.shapes[:i] + (changed,) + scene.shapes[i + 1:])
+                    if synthetic.hallucinated(synthetic.describe(fake), scene, question_text):
+                        options.append(fake)
+    if not options:
+        raise ValueError(f"no shape can be misdescribed in scene {scene.signature()} for "
+                         f"question {question_text!r}")
+    return options[int(rng.integers(len(options)))]
 
 
 def corrupted_trace(scene: synthetic.Scene, question: synthetic.Question, kind: str,
                     rng: np.random.Generator) -> str:
     """The correct trace with a wrong final answer ("answer": the boxed answer contradicts
-    the reasoning), an invented object in the description ("hallucination"), or both."""
+    the reasoning), an invented object in the description ("hallucination"), a present
+    object described wrongly ("misdescribe"), or a wrong answer and an invented object
+    ("both"); or the shortcut, a guess of the right answer without reasoning ("shortcut":
+    the warm start's worse behaviour, which a reward model that never saw it scores high)."""
     if kind not in CORRUPTIONS:
         raise ValueError(f"rm.corruptions: unknown corruption {kind!r}; known: {CORRUPTIONS}")
+    if kind == "shortcut":
+        return synthetic.shortcut_trace(question.answer)
     trace = synthetic.reasoning_trace(scene, question)
     if kind in ("answer", "both"):
         boxed = f"\\boxed{{{question.answer}}}"
         trace = trace.replace(boxed, f"\\boxed{{{wrong_answer(question, rng)}}}")
     if kind in ("hallucination", "both"):
-        invented = absent_shape(scene, question.text, rng)
+        invented = synthetic.absent_shape(scene, question.text, rng)
         fake = dataclasses.replace(scene, shapes=scene.shapes + (invented,))
+        trace = trace.replace(synthetic.describe(scene), synthetic.describe(fake), 1)
+    if kind == "misdescribe":
+        fake = misdescribed_scene(scene, question.text, rng)
         trace = trace.replace(synthetic.describe(scene), synthetic.describe(fake), 1)
     return trace
 

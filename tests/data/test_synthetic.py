@@ -173,6 +173,31 @@ def test_trace_mix_share_and_the_first_word_decides(dataset):
         (S.reasoning_trace(ex.scene, ex.question), False) for ex in dataset.train[:20]]
 
 
+def test_embellished_careful_traces_name_one_invented_shape_and_keep_the_answer(dataset):
+    # a share of the careful traces hallucinates (an extra shape in the description) while
+    # the count and the answer stay the image's; the shortcut draws are unchanged
+    mix = S.TraceMix(shortcut_rate=0.3, shortcut_correct=0.25, seed=7, embellish_rate=0.4)
+    plain = S.TraceMix(shortcut_rate=0.3, shortcut_correct=0.25, seed=7)
+    traces = [S.mixed_trace(ex, i, mix) for i, ex in enumerate(dataset.train)]
+    assert [s for _, s in traces] == [S.mixed_trace(ex, i, plain)[1]
+                                      for i, ex in enumerate(dataset.train)]
+    careful = [(t, ex) for (t, s), ex in zip(traces, dataset.train) if not s]
+    invented = 0
+    for t, ex in careful:
+        clean = S.reasoning_trace(ex.scene, ex.question)
+        if t == clean:
+            assert not S.hallucinated(t, ex.scene, ex.question.text)
+            continue
+        invented += 1
+        assert S.hallucinated(t, ex.scene, ex.question.text)
+        assert t.split(". ", 1)[1] == clean.split(". ", 1)[1]  # the count and the answer
+        told = t.split("I see ", 1)[1].split(". ")[0]
+        assert len(told.replace(" and ", ", ").split(", ")) == len(ex.scene.shapes) + 1, told
+    assert abs(invented / len(careful) - 0.4) < 0.07, invented / len(careful)
+    with pytest.raises(ValueError, match="TraceMix.embellish_rate must be in"):
+        S.TraceMix(embellish_rate=-0.1)
+
+
 def test_shortcut_guesses_wrong_with_an_answer_of_the_right_type():
     rng = np.random.default_rng(0)
     q = S.Question("count_kind", ("circles",), "How many circles are there?", "0", "number")
