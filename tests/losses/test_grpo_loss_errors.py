@@ -54,6 +54,15 @@ BAD = [
      f"{T}: loss_type='dr_grpo' needs max_completion_length as a positive Python int, got 0"),
     (dict(loss_type="dr_grpo", max_completion_length=3.0),
      f"{T}: loss_type='dr_grpo' needs max_completion_length as a positive Python int, got 3.0"),
+    (dict(policy_loss="ppo2"),
+     f"{T}: policy_loss: unknown policy loss 'ppo2'; registered: cispo, clip_cov, gmpo, grpo, "
+     f"kl_cov, sapo"),
+    (dict(policy_loss="kl_cov", importance_sampling_level="sequence"),
+     f"{T}: policy_loss='kl_cov' defines its own ratio; it needs importance_sampling_level="
+     f"'token', got 'sequence'"),
+    (dict(policy_loss="clip_cov", terms=True),
+     f"{T}: policy_loss='clip_cov' needs cov_selection (token_selection.clip_cov_selection on "
+     f"the whole batch)"),
     (dict(policy_loss="kl_cov", terms=True),
      f"{T}: policy_loss='kl_cov' needs cov_selection (token_selection.kl_cov_selection on the "
      f"whole batch)"),

@@ -78,7 +78,7 @@ _rope_attention = _blocks({
 _L = "tests/losses/"
 _GRPO_LOSS_TESTS = [
     _L + "test_grpo_loss_errors.py", _L + "test_grpo_loss_defaults.py",
-    _L + "test_grpo_loss_edges.py",
+    _L + "test_grpo_loss_edges.py", _L + "test_grpo_loss_wiring.py",
     *(_L + "test_grpo_loss_properties.py::" + t for t in (
         "test_hand_computed_positive_and_negative_advantage",
         "test_hand_computed_aggregations_and_kl",
