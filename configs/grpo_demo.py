@@ -22,7 +22,11 @@ def get_config(arg=None):
         sampled_eval=dict(prompts=256, num_samples=4, temperature=1.0),
         # the seen-vs-unseen probe: sampled accuracy (sampled_eval's k and temperature) on
         # the prompts of GRPO's first `seen_eval_steps` steps, before and after GRPO
-        seen_eval_steps=1))
+        seen_eval_steps=1,
+        # a control, not R1V2's recipe: the MPO stage's scores minus this times the known
+        # hallucination flag of each sample, so its pairs prefer truthful descriptions
+        # (docs/demo.md, "Why MPO does not lower hallucination here"); 0 = off
+        mpo_hallucination_penalty=0.0))
     mpo_stages = mpo_demo_defaults()
     c.rm, c.mpo = mpo_stages.rm, mpo_stages.mpo
     # the stand-in for a pretrained vision encoder: a per-cell probe trains ViT + adapter

@@ -249,7 +249,23 @@ def run_mpo_stage(ctx: DemoContext, params, stage_dir: str, *, loss: str = "mpo"
     cfg = stage_config(ctx.cfg, "mpo")
     cfg.mpo.loss = loss
     score = hybrid_scorer(ctx, cfg.reward, rm, stage=name)
+    penalty = float(ctx.cfg.demo.mpo_hallucination_penalty)
+    if penalty:
+        ctx.log(f"[{name}] control: scores minus {penalty:g} x the known hallucination flag")
+        score = penalize_hallucination(score, penalty)
     return _run_mpo_recipe(ctx, cfg, params, stage_dir, name, score)
+
+
+def penalize_hallucination(score, penalty: float):
+    """`score` whose rewards drop by `penalty` for each response that names a shape absent
+    from its image (`synthetic.hallucinated`, known for synthetic scenes): the control that
+    shows what MPO does when its pairs see hallucination perfectly."""
+    def scored(examples, responses):
+        out = dict(score(examples, responses))
+        out["reward"] = (np.asarray(out["reward"], np.float64)
+                         - penalty * np.asarray(out["hallucinated"], np.float64))
+        return out
+    return scored
 
 
 def run_objective_comparison(ctx: DemoContext, params, out_dir: str, *,

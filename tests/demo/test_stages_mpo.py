@@ -59,3 +59,12 @@ def test_shortcut_is_a_guess_of_the_right_answer():
     bad = stages_mpo.corrupted_trace(ex.scene, ex.question, "shortcut", np.random.default_rng(0))
     assert synthetic.is_shortcut(bad) and boxed(bad) == ex.question.answer
     assert not synthetic.is_shortcut(synthetic.reasoning_trace(ex.scene, ex.question))
+
+
+def test_hallucination_penalty_lowers_only_the_flagged_rewards():
+    def score(examples, responses):
+        return {"reward": [1.5, 0.5, 1.0], "accuracy": [1, 0, 1],
+                "hallucinated": np.asarray([True, False, True])}
+    out = stages_mpo.penalize_hallucination(score, 0.75)(None, None)
+    np.testing.assert_allclose(out["reward"], [0.75, 0.5, 0.25])
+    assert out["accuracy"] == [1, 0, 1]
