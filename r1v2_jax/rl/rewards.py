@@ -188,6 +188,9 @@ class AnswerChecker:
                     try:
                         status, payload = conn.recv()
                     except EOFError:  # killed from outside or by the memory limit
+                        # the pipe closes before the process is reaped: join it, or the
+                        # exit code still reads None (bounded: a closed pipe, a live worker)
+                        self._workers[w].process.join(timeout=cfg.check_timeout_s)
                         code = self._workers[w].process.exitcode
                         self._kill(w)
                         results[i] = AnswerCheck(False, f"worker_died (exit code {code})")
