@@ -10,8 +10,11 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,13 +125,30 @@ def test_a_restarting_worker_is_held_to_its_start_deadline():
 
 
 def test_the_batch_clock_starts_once_the_workers_are_ready():
-    # start-up (~0.5 s per worker) is longer than this batch limit, which must not count it
+    # start-up (~0.5 s per worker) is longer than this batch limit, which must not count it;
+    # the start deadline only concerns workers still starting: a batch after it passes runs
     before = set(mp.active_children())
-    with AnswerChecker(AnswerCheckConfig(num_workers=2, batch_timeout_s=0.3)) as c:
+    cfg = AnswerCheckConfig(num_workers=2, batch_timeout_s=0.3, worker_start_timeout_s=3.0)
+    with AnswerChecker(cfg) as c:
+        t0 = time.monotonic()
         got = c.check_batch(*OK)
         assert [(g.correct, g.reason) for g in got] == MATCH
         assert len(_new_children(before)) == 2
+        time.sleep(max(0.0, t0 + 3.2 - time.monotonic()))
+        assert [(g.correct, g.reason) for g in c.check_batch(*OK)] == MATCH
     assert _new_children(before) == []
+
+
+def test_an_unclosed_checker_does_not_keep_the_interpreter_alive():
+    # workers are daemons: a script that never calls close() still exits (a non-daemon
+    # worker would be joined at exit while it waits for work: a hang)
+    code = ("from r1v2_jax.rl.answers import AnswerCheckConfig\n"
+            "from r1v2_jax.rl.rewards import AnswerChecker\n"
+            "c = AnswerChecker(AnswerCheckConfig(num_workers=1))\n"
+            "print(c.check_batch(['</think>1'], ['1'], ['number'])[0].reason)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "match\n"), proc.stderr[-2000:]
 
 
 def test_a_batch_limit_reached_with_every_check_running(caplog):
