@@ -49,6 +49,14 @@ def test_padding_is_never_counted_as_clipped():
     assert float(m["clip_frac_high"]) == 0.0
 
 
+def test_a_masked_row_of_one_token_batches_is_never_clipped():
+    # T = 1: the indicators are [B, 1] and summed over rows, as TRL's sequence-level ones
+    # (no mask there); the masked row's log-ratio (garbage 3.0 here) must read as 0, rho 1
+    _, m = grpo_loss(jnp.asarray([[0.1], [3.0]]), jnp.zeros((2, 1)), None, jnp.asarray([1.0, 1.0]),
+                     jnp.asarray([[1.0], [0.0]]))
+    assert float(m["clip_frac_high"]) == 0.0 and float(m["clip_frac"]) == 0.0
+
+
 def test_dual_clip_fraction_with_a_cap_just_above_one():
     # c = 1.1, A = -1: max(rho, clip(rho, 0.8, 1.2)) = 0.8 and 1.05, neither above c
     loss, m = grpo_loss(LOG([0.5, 1.05]), jnp.zeros((1, 2)), None, jnp.asarray([-1.0]),
