@@ -165,12 +165,17 @@ def copy_tree(dest: Path, fresh: bool = True) -> None:
 
 def run_group(name: str, dest: Path, log, ids: tuple[str, ...] = ()) -> float:
     modules, tests, selector = GROUPS[name]
-    pytest = " ".join(shlex.quote(a) for a in
-                      [PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
     # mutmut 2 counts only exit code 1 as killed; a mutant that breaks the import (pytest's
     # exit code 2, e.g. a default that fails its own check at import time) counted as
-    # survived: every failing exit code is a kill
-    runner = f"sh -c {shlex.quote(pytest + ' || exit 1')}"
+    # survived: every failing exit code is a kill. pytest runs in the runner's own process
+    # (no `sh -c` around it: mutmut's timeout kills only the process it started, and an
+    # orphaned pytest kept mutmut's pty open, so it waited for EOF forever), and its output
+    # goes to a file, so processes the tests spawn cannot hold the pty open either.
+    args = ["-x", "-q", "-p", "no:cacheprovider", *tests]
+    code = (f"import os, sys, pytest; fd = os.open({str(dest / (name + '.pytest.log'))!r}, "
+            f"os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.dup2(fd, 1); os.dup2(fd, 2); "
+            f"sys.exit(0 if pytest.main({args!r}) == 0 else 1)")
+    runner = shlex.join([PY, "-c", code])
     cmd = [MUTMUT, "run", "--paths-to-mutate", ",".join(modules),
            "--tests-dir", "tests", "--runner", runner, "--test-time-base", "60",
            "--simple-output", "--no-progress"]
