@@ -164,3 +164,19 @@ def test_a_batch_limit_reached_with_every_check_running(caplog):
     assert _records(caplog) == [
         "answer check: batch limit of 1.0 s reached, 2 of 2 checks unfinished scored 0",
         f"answer check, sample 0: score 0, {reason}", f"answer check, sample 1: score 0, {reason}"]
+
+
+def test_hard_limits_with_one_worker_gone_and_another_busy(caplog):
+    # 2 workers: sample 0 is quick, so its worker also takes sample 2; the hard limit kills
+    # sample 1's worker while sample 2's still runs and nothing is pending (that slot stays
+    # empty); each kill comes at its 0.4 s limit, not a second later
+    cfg = AnswerCheckConfig(num_workers=2, check_timeout_s=0.4, batch_timeout_s=None,
+                            math_verify_timeout_s=60)
+    with AnswerChecker(cfg) as c:
+        c.check_batch([R + "1"], ["1"], ["number"])  # started
+        start = time.monotonic()
+        got = c.check_batch([R + "\\boxed{2}", HANG, HANG], ["2", "1", "1"], ["number", "math", "math"])
+        elapsed = time.monotonic() - start
+    reason = "timeout (hard limit 0.4 s)"
+    assert [(g.correct, g.reason) for g in got] == [(True, "match"), (False, reason), (False, reason)]
+    assert elapsed < 0.9, elapsed
