@@ -120,11 +120,11 @@ def run_warmstart(ctx: DemoContext, params, stage_dir: str):
     if mix.shortcut_rate > 0 or mix.embellish_rate > 0:
         traces = warmstart_traces(ctx)
         shortcuts = sum(short for _, short in traces)
-        invented = sum(synthetic.hallucinated(t, r.scene, r.question.text)
-                       for (t, short), r in zip(traces, ctx.train_raw) if not short)
+        invented = "" if not mix.embellish_rate else "; {} of those name an invented shape".format(
+            sum(synthetic.hallucinated(t, r.scene, r.question.text)
+                for (t, short), r in zip(traces, ctx.train_raw) if not short))
         ctx.log(f"[warmstart] {shortcuts}/{len(seqs)} traces take the shortcut (guess, right "
-                f"with probability {mix.shortcut_correct:g}), the rest count carefully"
-                + (f"; {invented} of those name an invented shape" if mix.embellish_rate else ""))
+                f"with probability {mix.shortcut_correct:g}), the rest count carefully{invented}")
     examples = [SFTExample(s.ids[:s.prompt_length], s.ids[s.prompt_length:], e.pixel_values)
                 for s, e in zip(seqs, ctx.train)]
     t0 = time.time()
